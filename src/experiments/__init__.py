@@ -1,0 +1,1 @@
+"""The paper's studies, built on the public API of `invertible`."""
