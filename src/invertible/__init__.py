@@ -1,0 +1,43 @@
+"""invertible: verified invertible layers for PyTorch, with tools to detect, measure and prevent exploding
+inverses.
+
+Every layer follows the contract of :class:`InvertibleModule` (``y, logdet = layer(x)``,
+``x, logdet_inv = layer.inverse(y)``, ``lipschitz_bounds()``) and is verified by :mod:`invertible.testing`.
+"""
+
+from .base import Bounds, Inverse, InvertibleModule, Sequential, allow_nonfinite, compose_bounds
+from .layers import (
+    SCALE_FNS,
+    ActNorm,
+    AdditiveCoupling,
+    AffineCoupling,
+    Dequantize,
+    Invertible1x1Conv,
+    Logit,
+    Partial,
+    Permutation,
+    Split,
+    Squeeze,
+)
+
+__all__ = [
+    "SCALE_FNS",
+    "ActNorm",
+    "AdditiveCoupling",
+    "AffineCoupling",
+    "Bounds",
+    "Dequantize",
+    "Inverse",
+    "Invertible1x1Conv",
+    "InvertibleModule",
+    "Logit",
+    "Partial",
+    "Permutation",
+    "Sequential",
+    "Split",
+    "Squeeze",
+    "allow_nonfinite",
+    "compose_bounds",
+]
+
+__version__ = "0.1.0"

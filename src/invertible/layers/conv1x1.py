@@ -1,0 +1,116 @@
+"""Invertible 1x1 convolution (Glow): a learned linear map of the channels, dense or LU-decomposed."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from ..base import Bounds, InvertibleModule, numel_per_channel, per_sample
+
+__all__ = ["Invertible1x1Conv"]
+
+
+class Invertible1x1Conv(InvertibleModule):
+    r"""Channel mixing ``y = W x`` at every position, with ``W`` an invertible ``C x C`` matrix.
+
+    Math:
+        forward ``y = W x``; inverse ``x = W^{-1} y``; ``log|det J| = n log|det W|`` with ``n`` positions per
+        channel. Lipschitz bounds: ``sigma_max(W)`` forward, ``1 / sigma_min(W)`` inverse.
+
+    Parametrisations:
+        - dense (``lu=False``): ``W`` is the parameter ``weight``; ``log|det W|`` by ``slogdet``.
+        - LU (``lu=True``, Glow's ``LU_decomposed``): ``W = P L (U + diag(sign_s * exp(log_s)))`` with ``P`` a
+          fixed permutation (buffer), ``L`` unit lower triangular and ``U`` strictly upper triangular, so
+          ``log|det W| = sum(log_s)`` costs nothing.
+
+    ``W`` starts as a random orthogonal matrix (the QR factor of a Gaussian matrix). The inverse matrix is cached
+    when no gradient is needed, keyed on the parameters' version counters, so an optimiser step,
+    ``load_state_dict`` or ``.to()`` invalidates it.
+
+    Args:
+        channels: number of channels ``C``.
+        lu: use the LU parametrisation.
+        generator: random generator for the initial orthogonal matrix.
+
+    Example:
+        >>> layer = Invertible1x1Conv(4, lu=True)
+        >>> x = torch.randn(2, 4, 3, 3)
+        >>> y, logdet = layer(x)
+        >>> bool(torch.allclose(layer.inverse(y)[0], x, atol=1e-5))
+        True
+    """
+
+    def __init__(self, channels: int, *, lu: bool = False, generator: torch.Generator | None = None) -> None:
+        super().__init__(channels=channels, ranks=(2, 3, 4))
+        self.lu = lu
+        q = torch.linalg.qr(torch.randn(channels, channels, generator=generator, dtype=torch.float64))[0]
+        if lu:
+            p, lower, upper = torch.linalg.lu(q)
+            s = torch.diagonal(upper)
+            self.register_buffer("perm", p.float())
+            self.register_buffer("sign_s", torch.sign(s).float())
+            self.lower = nn.Parameter(torch.tril(lower, -1).float())
+            self.upper = nn.Parameter(torch.triu(upper, 1).float())
+            self.log_s = nn.Parameter(torch.log(torch.abs(s)).float())
+        else:
+            self.weight = nn.Parameter(q.float())
+        self._cache: tuple[tuple, Tensor] | None = None
+
+    def weight_matrix(self) -> Tensor:
+        """The matrix ``W``."""
+        if not self.lu:
+            return self.weight
+        eye = torch.eye(self.channels, dtype=self.lower.dtype, device=self.lower.device)
+        lower = torch.tril(self.lower, -1) + eye
+        upper = torch.triu(self.upper, 1) + torch.diag(self.sign_s * torch.exp(self.log_s))
+        return self.perm @ lower @ upper
+
+    def logabsdet(self) -> Tensor:
+        """``log|det W|``."""
+        return self.log_s.sum() if self.lu else torch.linalg.slogdet(self.weight)[1]
+
+    def _inverse_matrix_uncached(self) -> Tensor:
+        if not self.lu:
+            return torch.linalg.inv(self.weight)
+        eye = torch.eye(self.channels, dtype=self.lower.dtype, device=self.lower.device)
+        lower = torch.tril(self.lower, -1) + eye
+        upper = torch.triu(self.upper, 1) + torch.diag(self.sign_s * torch.exp(self.log_s))
+        # W^-1 = U^-1 L^-1 P^T
+        lower_inv_pt = torch.linalg.solve_triangular(lower, self.perm.T, upper=False, unitriangular=True)
+        return torch.linalg.solve_triangular(upper, lower_inv_pt, upper=True)
+
+    def inverse_matrix(self) -> Tensor:
+        """``W^{-1}``, cached while no gradient is needed and the parameters are unchanged."""
+        tensors = [*self.parameters(), *self.buffers()]
+        if torch.is_grad_enabled() and any(p.requires_grad for p in self.parameters()):
+            return self._inverse_matrix_uncached()
+        key = tuple((t.data_ptr(), t._version, t.dtype, t.device) for t in tensors)
+        if self._cache is None or self._cache[0] != key:
+            self._cache = (key, self._inverse_matrix_uncached())
+        return self._cache[1]
+
+    def _after_load(self, prefix: str) -> None:
+        self._cache = None
+
+    @staticmethod
+    def _mix(matrix: Tensor, x: Tensor) -> Tensor:
+        if x.dim() == 2:
+            return x @ matrix.T
+        if x.dim() == 4:
+            return F.conv2d(x, matrix[:, :, None, None])
+        return torch.einsum("ij,bj...->bi...", matrix, x)
+
+    def _forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        return self._mix(self.weight_matrix(), x), per_sample(numel_per_channel(x) * self.logabsdet(), x)
+
+    def _inverse(self, y: Tensor) -> tuple[Tensor, Tensor]:
+        return self._mix(self.inverse_matrix(), y), per_sample(-numel_per_channel(y) * self.logabsdet(), y)
+
+    def lipschitz_bounds(self) -> Bounds:
+        with torch.no_grad():
+            sv = torch.linalg.svdvals(self.weight_matrix().double())
+        return Bounds(float(sv.max()), float(1.0 / sv.min()))
+
+    def extra_repr(self) -> str:
+        return f"channels={self.channels}, lu={self.lu}"

@@ -1,0 +1,7 @@
+"""Models built from the layers: Glow, a dense coupling flow for flat data, and the ``Flow`` base."""
+
+from .dense import DenseFlow
+from .flow import Flow, bits_per_dim, standard_normal_log_prob
+from .glow import PERMUTATIONS, Glow, flow_step
+
+__all__ = ["PERMUTATIONS", "DenseFlow", "Flow", "Glow", "bits_per_dim", "flow_step", "standard_normal_log_prob"]

@@ -1,0 +1,3 @@
+"""Examples of the library's own layers and models, one module per family; importing registers them."""
+
+from . import core, models  # noqa: F401
