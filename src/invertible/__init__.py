@@ -5,7 +5,16 @@ Every layer follows the contract of :class:`InvertibleModule` (``y, logdet = lay
 ``x, logdet_inv = layer.inverse(y)``, ``lipschitz_bounds()``) and is verified by :mod:`invertible.testing`.
 """
 
-from .base import Bounds, Inverse, InvertibleModule, Sequential, allow_nonfinite, compose_bounds
+from .base import (
+    Bounds,
+    Inverse,
+    InverseOptions,
+    InvertibleModule,
+    Sequential,
+    allow_nonfinite,
+    compose_bounds,
+    iterative_inverse,
+)
 from .layers import (
     SCALE_FNS,
     ActNorm,
@@ -28,6 +37,7 @@ __all__ = [
     "Bounds",
     "Dequantize",
     "Inverse",
+    "InverseOptions",
     "Invertible1x1Conv",
     "InvertibleModule",
     "Logit",
@@ -38,6 +48,7 @@ __all__ = [
     "Squeeze",
     "allow_nonfinite",
     "compose_bounds",
+    "iterative_inverse",
 ]
 
 __version__ = "0.1.0"

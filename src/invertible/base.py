@@ -32,12 +32,15 @@ import torch
 from torch import Tensor, nn
 
 __all__ = [
+    "InverseOptions",
     "Bounds",
     "Inverse",
     "InvertibleModule",
     "Sequential",
     "allow_nonfinite",
     "compose_bounds",
+    "inverse_options",
+    "iterative_inverse",
     "logdet_zeros",
     "numel_per_channel",
     "per_sample",
@@ -89,6 +92,50 @@ def allow_nonfinite() -> Iterator[None]:
         yield
     finally:
         _state.allow_nonfinite -= 1
+
+
+class InverseOptions(NamedTuple):
+    """Overrides for iterative inverses (``None`` keeps each layer's own setting).
+
+    Attributes:
+        max_iter: iteration cap (the invertibility attack unrolls a few iterations inside its graph).
+        atol, rtol: convergence tolerances.
+        on_failure: what non-convergence does: ``"raise"``, ``"warn"`` or ``"return"``.
+    """
+
+    max_iter: int | None = None
+    atol: float | None = None
+    rtol: float | None = None
+    on_failure: str | None = None
+
+
+def inverse_options() -> InverseOptions:
+    """The overrides in force for iterative inverses (set with :func:`iterative_inverse`)."""
+    return getattr(_state, "inverse_options", InverseOptions())
+
+
+@contextmanager
+def iterative_inverse(
+    max_iter: int | None = None, atol: float | None = None, rtol: float | None = None, on_failure: str | None = None
+) -> Iterator[None]:
+    """Override the settings of every iterative inverse called inside the block.
+
+    Example:
+        >>> import invertible
+        >>> with invertible.iterative_inverse(max_iter=4, on_failure="return"):
+        ...     invertible.base.inverse_options().max_iter
+        4
+    """
+    if on_failure not in (None, "raise", "warn", "return"):
+        raise ValueError(f"on_failure must be 'raise', 'warn' or 'return', got {on_failure!r}")
+    previous = inverse_options()
+    _state.inverse_options = InverseOptions(
+        *(new if new is not None else old for new, old in zip((max_iter, atol, rtol, on_failure), previous))
+    )
+    try:
+        yield
+    finally:
+        _state.inverse_options = previous
 
 
 @contextmanager
