@@ -290,6 +290,8 @@ class Run:
         self.resume_state = parts
         if not self.main:
             return
+        for stale in self.checkpoint_dir.glob(".*.tmp"):  # left by a process killed while saving
+            stale.unlink()
         for csv_path in sorted(self.path.glob("*.csv")):
             keep = rows.get(csv_path.stem, 0)
             if keep == 0:
