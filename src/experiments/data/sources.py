@@ -8,6 +8,7 @@ cannot be found, :class:`DatasetNotFound` lists every place it looked and how to
 
 from __future__ import annotations
 
+import importlib.util
 import logging
 import os
 import shutil
@@ -288,16 +289,34 @@ def _read_svhn(split: str, data_dir: Path, download: bool) -> tuple[np.ndarray, 
     return images, labels, str(dest / filename)
 
 
-def _read_digits(split: str, data_dir: Path, download: bool) -> tuple[np.ndarray, np.ndarray, str]:
-    from sklearn.datasets import load_digits
+def _digits_arrays() -> tuple[np.ndarray, np.ndarray, str]:
+    """sklearn's digits as uint8 (N, 8, 8) and int64 labels.
 
+    Reads the CSV embedded in scikit-learn directly (``import sklearn.datasets`` alone takes seconds); falls
+    back to ``load_digits()`` if the file is not where scikit-learn keeps it.
+    """
+    spec = importlib.util.find_spec("sklearn")
+    if spec is not None and spec.submodule_search_locations:
+        path = Path(list(spec.submodule_search_locations)[0]) / "datasets" / "data" / "digits.csv.gz"
+        if path.is_file():
+            table = np.loadtxt(path, delimiter=",", dtype=np.int64)
+            if table.shape == (1797, 65) and table[:, :64].min() >= 0 and table[:, :64].max() <= 16:
+                return table[:, :64].reshape(-1, 8, 8).astype(np.uint8), table[:, 64], str(path)
+    try:
+        from sklearn.datasets import load_digits
+    except ImportError as exc:
+        raise DatasetNotFound("data set 'digits' needs scikit-learn: pip install scikit-learn") from exc
     bunch = load_digits()
-    images = bunch.images.astype(np.uint8)[:, None]  # values 0..16
-    labels = bunch.target.astype(np.int64)
+    return bunch.images.astype(np.uint8), bunch.target.astype(np.int64), "sklearn.datasets.load_digits"
+
+
+def _read_digits(split: str, data_dir: Path, download: bool) -> tuple[np.ndarray, np.ndarray, str]:
+    images, labels, source = _digits_arrays()
+    images = images[:, None]  # values 0..16
     order = np.random.RandomState(DIGITS_SPLIT_SEED).permutation(len(labels))
     chosen = order[:DIGITS_TEST_SIZE] if split == "test" else order[DIGITS_TEST_SIZE:]
     chosen = np.sort(chosen)
-    return images[chosen], labels[chosen], "sklearn.datasets.load_digits"
+    return images[chosen], labels[chosen], source
 
 
 DATASETS: dict[str, DatasetSpec] = {

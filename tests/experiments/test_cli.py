@@ -1,0 +1,63 @@
+"""Shared command-line arguments."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import pytest
+
+from experiments.cli import add_common_args
+
+COMMON = ["--dataset", "--data-dir", "--download", "--device", "--out", "--resume", "--overwrite", "--seed",
+          "--epochs", "--batch-size"]
+
+
+def _parser(**kwargs) -> argparse.ArgumentParser:
+    return add_common_args(argparse.ArgumentParser(prog="study"), **kwargs)
+
+
+def test_defaults_and_types() -> None:
+    args = _parser(epochs=3, batch_size=16, seed=7).parse_args(["--out", "runs/a"])
+    assert vars(args) == {"dataset": "digits", "data_dir": Path("data"), "download": False, "device": "auto",
+                          "out": Path("runs/a"), "resume": False, "overwrite": False, "seed": 7, "epochs": 3,
+                          "batch_size": 16}
+    args = _parser().parse_args(["--out", "o", "--dataset", "fashion-mnist", "--data-dir", "/d", "--download",
+                                 "--device", "cuda:1", "--resume", "--seed", "0", "--epochs", "2",
+                                 "--batch-size", "8"])
+    assert (args.dataset, args.data_dir, args.download, args.device, args.resume) == (
+        "fashion-mnist", Path("/d"), True, "cuda:1", True)
+
+
+def test_every_common_argument_has_a_one_sentence_help() -> None:
+    parser = _parser()
+    actions = {opt: a for a in parser._actions for opt in a.option_strings}
+    for option in COMMON:
+        text = actions[option].help
+        assert text and text[0].isupper() and text.rstrip().endswith((".", ")")), option
+        assert text.count(". ") == 0, f"{option}: one sentence, got {text!r}"
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        [],  # --out is required
+        ["--out", "o", "--resume", "--overwrite"],
+        ["--out", "o", "--epochs", "0"],
+        ["--out", "o", "--batch-size", "-1"],
+        ["--out", "o", "--seed", "-3"],
+        ["--out", "o", "--dataset", "imagenet"],
+    ],
+)
+def test_bad_arguments_are_rejected(argv: list[str], capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        _parser().parse_args(argv)
+    assert "error:" in capsys.readouterr().err
+
+
+def test_restricted_datasets_and_default_out() -> None:
+    parser = _parser(datasets=["digits", "fashion-mnist"], default_dataset="fashion-mnist", default_out="runs/x")
+    args = parser.parse_args([])
+    assert args.dataset == "fashion-mnist" and args.out == Path("runs/x")
+    with pytest.raises(SystemExit):
+        parser.parse_args(["--dataset", "cifar10"])
