@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import copy
 import math
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
@@ -26,6 +26,7 @@ import torch
 from torch import Tensor, nn
 
 from ..base import InvertibleModule, allow_nonfinite
+from ..diagnostics.jacobian import exact_jacobian
 
 __all__ = [
     "CHECKS",
@@ -85,19 +86,6 @@ def _eval_mode(module: nn.Module) -> Iterator[None]:
     finally:
         for m, mode in modes.items():
             m.train(mode)
-
-
-def exact_jacobian(fn: Callable[[Tensor], Tensor], x: Tensor) -> Tensor:
-    """The exact ``(D, D)`` Jacobian of ``fn`` (a per-sample map on batches) at each sample: shape ``(B, D, D)``.
-
-    Uses ``torch.func.jacrev`` one sample at a time (a Python loop is faster than ``vmap`` for conv flows).
-    """
-    shape = x.shape[1:]
-
-    def single(v: Tensor) -> Tensor:
-        return fn(v.reshape(1, *shape)).reshape(-1)
-
-    return torch.stack([torch.func.jacrev(single)(x[i].reshape(-1)) for i in range(x.shape[0])])
 
 
 def _worst(values: Tensor, tol: Tensor) -> tuple[float, float, int]:
