@@ -1,0 +1,109 @@
+"""torch.distributed helpers: the single-process no-op path, and a real 2-process DDP run under torchrun."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import logging
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from experiments import distributed
+from experiments.runs import read_csv
+from experiments.training import capture_rng_state, restore_rng_state
+from invertible.checkpoint import load_checkpoint
+
+STUDY_PATH = Path(__file__).with_name("tiny_study.py")
+DDP_ARGS = ["--float64", "--dropout", "0", "--epochs", "1", "--checkpoint-every", "15"]
+
+
+def test_single_process_path_is_a_no_op(monkeypatch: pytest.MonkeyPatch) -> None:
+    for var in ("RANK", "WORLD_SIZE", "LOCAL_RANK"):
+        monkeypatch.delenv(var, raising=False)
+    info = distributed.init_distributed("cpu")
+    assert (info.rank, info.world_size, info.enabled, info.backend) == (0, 1, False, None)
+    assert not distributed.is_distributed() and distributed.is_main()
+    assert (distributed.rank(), distributed.world_size(), distributed.local_rank()) == (0, 1, 0)
+    x = torch.tensor([1.0, 2.0])
+    total = distributed.all_reduce_sum(x)
+    assert torch.equal(total, x) and total is not x
+    assert torch.equal(distributed.all_reduce_mean(x), x)
+    assert distributed.reduce_metrics({"loss": 3.0, "acc": 1.0}, 4) == {"loss": 0.75, "acc": 0.25}
+    with pytest.raises(ValueError, match="zero examples"):
+        distributed.reduce_metrics({"loss": 1.0}, 0)
+    assert distributed.all_gather_objects({"a": 1}) == [{"a": 1}]
+    assert distributed.broadcast_object("x") == "x"
+    distributed.barrier()
+    model = torch.nn.Linear(2, 2)
+    assert distributed.wrap_model(model) is model
+    assert distributed.main_only(lambda: 5)() == 5
+    distributed.shutdown()
+
+
+def test_rank_comes_from_torchrun_variables_before_init(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("RANK", "1")
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("LOCAL_RANK", "1")
+    assert (distributed.rank(), distributed.world_size(), distributed.local_rank()) == (1, 2, 1)
+    assert not distributed.is_main() and distributed.main_only(lambda: 5)() is None
+    with pytest.raises(RuntimeError, match="call experiments.distributed.init_distributed"):
+        distributed.all_reduce_sum(torch.ones(1))
+    monkeypatch.delenv("MASTER_ADDR", raising=False)
+    with pytest.raises(RuntimeError, match="MASTER_ADDR"):
+        distributed.init_distributed("cpu")
+
+
+def test_configure_logging_quiets_other_ranks(monkeypatch: pytest.MonkeyPatch) -> None:
+    root = logging.getLogger()
+    saved = (root.level, root.handlers[:])
+    try:
+        monkeypatch.setenv("RANK", "1")
+        monkeypatch.setenv("WORLD_SIZE", "2")
+        distributed.configure_logging(logging.INFO)
+        assert root.level == logging.WARNING and "[rank 1]" in root.handlers[-1].formatter._fmt
+        monkeypatch.setenv("RANK", "0")
+        distributed.configure_logging(logging.INFO)
+        assert root.level == logging.INFO
+    finally:
+        root.handlers[:] = saved[1]
+        root.setLevel(saved[0])
+
+
+def test_ddp_on_two_cpu_processes_matches_one_process(tmp_path: Path) -> None:
+    """Parameters stay identical across ranks and equal a single-process run on the same global batches."""
+    out = tmp_path / "ddp"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", str(STUDY_PATH),
+           "--out", str(out), *DDP_ARGS]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=180)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+
+    spec = importlib.util.spec_from_file_location("tiny_study_ddp", STUDY_PATH)
+    study = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(study)
+    threads, rng = torch.get_num_threads(), capture_rng_state()
+    torch.set_num_threads(1)
+    try:
+        single = study.main(["--out", str(tmp_path / "single"), *DDP_ARGS])
+    finally:
+        torch.set_num_threads(threads)
+        restore_rng_state(rng)
+
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["world_size"] == 2 and single["world_size"] == 1
+    assert metrics["rank_param_spread"] == 0.0  # DDP keeps ranks bit-identical
+    assert metrics["test_loss"] == pytest.approx(single["test_loss"], rel=1e-9)
+    assert metrics["test_acc"] == single["test_acc"]
+    a = load_checkpoint(out / "checkpoints" / "latest.pt")["state"]["model"]
+    b = load_checkpoint(tmp_path / "single" / "checkpoints" / "latest.pt")["state"]["model"]
+    for key in a:
+        torch.testing.assert_close(a[key], b[key], rtol=1e-9, atol=1e-11)
+    # Only rank 0 wrote, and the all-reduced losses equal the single process's global-batch losses.
+    steps, single_steps = read_csv(out / "steps.csv"), read_csv(tmp_path / "single" / "steps.csv")
+    assert len(steps) == len(single_steps) == 45
+    for row, ref in zip(steps, single_steps):
+        assert row["step"] == ref["step"] and float(row["loss"]) == pytest.approx(float(ref["loss"]), rel=1e-9)
+    assert len(load_checkpoint(out / "checkpoints" / "latest.pt")["rng"]) == 2  # every rank's RNG state
