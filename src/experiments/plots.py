@@ -16,6 +16,7 @@ from typing import Mapping, Sequence
 import matplotlib
 import numpy as np
 import torch
+from matplotlib.axes import Axes
 from matplotlib.colors import LogNorm, Normalize
 from matplotlib.figure import Figure
 
@@ -50,7 +51,7 @@ def _note(title: str | None, notes: list[str]) -> str:
 # ----------------------------------------------------------------------------------------------------------------
 # Curves
 # ----------------------------------------------------------------------------------------------------------------
-def _draw_curves(ax, curves: Mapping[str, tuple[ArrayLike, ArrayLike]], logy: bool) -> list[str]:
+def _draw_curves(ax: Axes, curves: Mapping[str, tuple[ArrayLike, ArrayLike]], logy: bool) -> list[str]:
     """Draw finite points as lines, mark the x of non-finite (and, on log axes, non-positive) values."""
     bad_total = hidden_total = 0
     for label, (xs, ys) in curves.items():

@@ -357,7 +357,24 @@ def open_run(
         run._rewind()
         distributed.barrier()
         return run
-    if path.exists() and main:
+    error: Exception | None = None
+    if main:
+        try:
+            _create_folder(path, args, overwrite)
+        except (RunExists, OSError) as exc:
+            error = exc
+    # Every rank raises rank 0's error, rather than waiting at the barrier for a rank that has given up.
+    error = distributed.broadcast_object(error) if distributed.is_distributed() else error
+    if error is not None:
+        raise error
+    distributed.barrier()
+    return Run(path, args, resumed=False, main=main)
+
+
+def _create_folder(path: Path, args: dict[str, Any], overwrite: bool) -> None:
+    """Create a fresh run folder with config.json, replacing an old run only if ``overwrite``."""
+    config_path = path / "config.json"
+    if path.exists():
         if not path.is_dir():
             raise RunExists(f"--out {path} exists and is not a folder")
         if any(path.iterdir()):
@@ -369,13 +386,10 @@ def open_run(
                                 "continue it, or choose another --out")
             _log.warning("overwriting run folder %s", path)
             shutil.rmtree(path)
-    if main:
-        path.mkdir(parents=True, exist_ok=True)
-        _write_json(config_path, {
-            "args": args,
-            "command": [sys.executable, *sys.argv],
-            "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-            "environment": environment_info(),
-        })
-    distributed.barrier()
-    return Run(path, args, resumed=False, main=main)
+    path.mkdir(parents=True, exist_ok=True)
+    _write_json(config_path, {
+        "args": args,
+        "command": [sys.executable, *sys.argv],
+        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "environment": environment_info(),
+    })

@@ -152,7 +152,10 @@ def test_sigkilled_process_resumes_to_identical_results(reference: Path, tmp_pat
     assert proc.returncode == -signal.SIGKILL, f"step {step}: {proc.stderr[-2000:]}"
     assert len(runs.read_csv(out / "steps.csv")) == step  # it really died at that step
     study.main(["--out", str(out), "--resume"])
-    assert_same_run(reference, out), f"killed at step {step}"
+    try:
+        assert_same_run(reference, out)
+    except AssertionError as exc:
+        raise AssertionError(f"killed at step {step}: {exc}") from exc
 
 
 def test_resume_refuses_changed_arguments(reference: Path, tmp_path: Path) -> None:

@@ -203,3 +203,14 @@ def test_future_version_is_refused(tmp_path: Path) -> None:
     torch.save({"format": "invertible-checkpoint", "version": "1", "parts": {}}, tmp_path / "odd.pt")
     with pytest.raises(CheckpointError, match="invalid format version"):
         load_checkpoint(tmp_path / "odd.pt")
+
+
+def test_cuda_rng_states_without_cuda_are_skipped_with_a_warning(monkeypatch, caplog) -> None:
+    state = get_rng_state()
+    state["cuda"] = [torch.zeros(16, dtype=torch.uint8)]  # as saved on a GPU machine
+    first = torch.rand(2)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with caplog.at_level("WARNING", logger="invertible.checkpoint"):
+        set_rng_state(state)
+    assert "CUDA is not available" in caplog.text
+    assert torch.equal(torch.rand(2), first)  # the CPU states were still restored

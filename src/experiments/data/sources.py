@@ -81,7 +81,7 @@ class DownloadFailed(DatasetNotFound):
     """``download=True`` was given but fetching the files failed (for example, the machine is offline)."""
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class ImageData:
     """One split of an image data set: uint8 images (N, C, H, W), int64 labels (N,) and metadata."""
 
