@@ -107,3 +107,27 @@ def test_ddp_on_two_cpu_processes_matches_one_process(tmp_path: Path) -> None:
     for row, ref in zip(steps, single_steps):
         assert row["step"] == ref["step"] and float(row["loss"]) == pytest.approx(float(ref["loss"]), rel=1e-9)
     assert len(load_checkpoint(out / "checkpoints" / "latest.pt")["rng"]) == 2  # every rank's RNG state
+
+
+def test_collective_code_paths_in_a_one_process_group(tmp_path: Path) -> None:
+    """The distributed branches (broadcast of folder errors, gathers, reductions) run in a gloo group of one."""
+    import torch.distributed as dist
+
+    from experiments.runs import RunExists, open_run
+
+    dist.init_process_group("gloo", init_method=(tmp_path / "store").as_uri(), rank=0, world_size=1)
+    try:
+        assert distributed.is_distributed() and distributed.world_size() == 1
+        assert torch.equal(distributed.all_reduce_sum(torch.tensor([2.0])), torch.tensor([2.0]))
+        assert distributed.reduce_metrics({"loss": 6.0}, 3) == {"loss": 2.0}
+        assert distributed.all_gather_objects({"a": torch.ones(2)})[0]["a"].sum() == 2
+        assert distributed.broadcast_object([1, 2]) == [1, 2]
+        open_run(tmp_path / "run", {"seed": 0})
+        with pytest.raises(RunExists, match="already exists"):
+            open_run(tmp_path / "run", {"seed": 0})
+        model = torch.nn.Linear(2, 1)
+        wrapped = distributed.wrap_model(model)
+        assert type(wrapped).__name__ == "DistributedDataParallel" and wrapped.module is model
+    finally:
+        distributed.shutdown()
+    assert not distributed.is_distributed()
