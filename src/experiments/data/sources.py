@@ -164,6 +164,7 @@ def _fetch(url: str, dest: Path) -> None:
 
 def _download(name: str, files: list[str], dest: Path) -> None:
     """Fetch ``files`` of data set ``name`` from its mirrors into ``dest``; raise DownloadFailed with reasons."""
+    created = not dest.exists()
     dest.mkdir(parents=True, exist_ok=True)
     for filename in files:
         if (dest / filename).exists():
@@ -179,6 +180,8 @@ def _download(name: str, files: list[str], dest: Path) -> None:
                 reason = getattr(exc, "reason", exc)
                 errors.append(f"  - {url}: {reason}")
         else:
+            if created and not any(dest.iterdir()):
+                dest.rmdir()
             raise DownloadFailed(
                 f"could not download {filename} of data set {name!r}:\n" + "\n".join(errors)
                 + "\nThe machine may be offline or the server unreachable. "
