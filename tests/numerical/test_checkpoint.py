@@ -22,6 +22,16 @@ from invertible.checkpoint import (
 )
 
 
+@pytest.fixture(autouse=True)
+def keep_global_rng_states():
+    """These tests reseed the global generators; leave them as they were for other tests."""
+    saved = (random.getstate(), np.random.get_state(), torch.get_rng_state())
+    yield
+    random.setstate(saved[0])
+    np.random.set_state(saved[1])
+    torch.set_rng_state(saved[2])
+
+
 def _trained_pair() -> tuple[torch.nn.Module, torch.optim.Optimizer]:
     torch.manual_seed(0)
     model = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.Tanh(), torch.nn.Linear(4, 2)).double()
