@@ -207,9 +207,12 @@ def wrap_model(model: torch.nn.Module, device: torch.device | None = None, **ddp
     return DistributedDataParallel(model, **ddp_kwargs)
 
 
-def configure_logging(level: int = logging.INFO) -> None:
-    """Log at ``level`` on rank 0 and only warnings (prefixed with the rank) elsewhere."""
+def configure_logging(level: int = logging.INFO, file: str | os.PathLike[str] | None = None) -> None:
+    """Log at ``level`` on rank 0 (also to ``file`` if given) and only warnings, prefixed with the rank, elsewhere."""
     r = rank()
     prefix = f"[rank {r}] " if world_size() > 1 else ""
-    logging.basicConfig(level=level if r == 0 else logging.WARNING,
-                        format=f"%(asctime)s {prefix}%(levelname)s %(name)s: %(message)s", force=True)
+    handlers: list[logging.Handler] = [logging.StreamHandler()]
+    if file is not None and r == 0:
+        handlers.append(logging.FileHandler(file))
+    logging.basicConfig(level=level if r == 0 else logging.WARNING, handlers=handlers, force=True,
+                        format=f"%(asctime)s {prefix}%(levelname)s %(name)s: %(message)s")

@@ -57,7 +57,7 @@ def test_rank_comes_from_torchrun_variables_before_init(monkeypatch: pytest.Monk
         distributed.init_distributed("cpu")
 
 
-def test_configure_logging_quiets_other_ranks(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_configure_logging_quiets_other_ranks(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     root = logging.getLogger()
     saved = (root.level, root.handlers[:])
     try:
@@ -66,9 +66,16 @@ def test_configure_logging_quiets_other_ranks(monkeypatch: pytest.MonkeyPatch) -
         distributed.configure_logging(logging.INFO)
         assert root.level == logging.WARNING and "[rank 1]" in root.handlers[-1].formatter._fmt
         monkeypatch.setenv("RANK", "0")
-        distributed.configure_logging(logging.INFO)
+        distributed.configure_logging(logging.INFO, file=tmp_path / "log.txt")
         assert root.level == logging.INFO
+        logging.getLogger("experiments.test").info("hello from rank 0")
+        for handler in root.handlers:
+            handler.flush()
+        assert "[rank 0] INFO experiments.test: hello from rank 0" in (tmp_path / "log.txt").read_text()
     finally:
+        for handler in root.handlers:
+            if handler not in saved[1]:
+                handler.close()
         root.handlers[:] = saved[1]
         root.setLevel(saved[0])
 
