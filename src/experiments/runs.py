@@ -344,7 +344,10 @@ def open_run(
     if resume:
         if not config_path.is_file():
             raise RunNotFound(f"cannot resume: {path} holds no run (no config.json); drop --resume to start one")
-        stored = json.loads(config_path.read_text())
+        try:
+            stored = json.loads(config_path.read_text())
+        except json.JSONDecodeError as exc:
+            raise RunNotFound(f"cannot resume: {config_path} is not valid JSON ({exc})") from exc
         diff = _differences(stored.get("args", {}), args, ignored)
         if diff:
             raise ConfigMismatch(

@@ -80,6 +80,9 @@ def test_resume_checks_config(tmp_path: Path, caplog: pytest.LogCaptureFixture) 
     assert run.resumed and "device" in caplog.text
     run = open_run(tmp_path / "r", {**CONFIG, "extra": 1}, resume=True, ignore=["extra"])
     assert run.resume_state is None
+    (tmp_path / "r" / "config.json").write_text("{broken")
+    with pytest.raises(RunNotFound, match="not valid JSON"):
+        open_run(tmp_path / "r", CONFIG, resume=True)
 
 
 def test_csv_log_flushes_each_row_and_keeps_floats_exact(tmp_path: Path) -> None:
