@@ -3,8 +3,7 @@
 Example::
 
     >>> import argparse
-    >>> parser = argparse.ArgumentParser()
-    >>> add_common_args(parser, default_dataset="digits", epochs=10, batch_size=64)
+    >>> parser = add_common_args(argparse.ArgumentParser(), default_dataset="digits", epochs=10, batch_size=64)
     >>> args = parser.parse_args(["--out", "runs/demo", "--seed", "3"])
     >>> args.dataset, args.epochs, args.seed, args.device
     ('digits', 10, 3, 'auto')
