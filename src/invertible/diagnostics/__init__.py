@@ -13,7 +13,14 @@ they are counted rather than refused.
 
 from ._common import eval_mode, flat_norm
 from .estimates import ExtremeSingularValues, SingularValueEstimate, estimate_sigma_max, extreme_singular_values
-from .jacobian import JacobianStats, condition_number, exact_jacobian, jacobian_stats, singular_values
+from .jacobian import (
+    JacobianStats,
+    batch_jacobian,
+    condition_number,
+    exact_jacobian,
+    jacobian_stats,
+    singular_values,
+)
 from .reconstruction import ReconstructionStats, RoundTrips, reconstruction_error, repeated_round_trips
 
 __all__ = [
@@ -22,6 +29,7 @@ __all__ = [
     "ReconstructionStats",
     "RoundTrips",
     "SingularValueEstimate",
+    "batch_jacobian",
     "condition_number",
     "estimate_sigma_max",
     "eval_mode",
