@@ -46,13 +46,19 @@ def add_data_args(parser: argparse.ArgumentParser, *, default_dataset: str = "di
                        help="Download a data set that is not found locally (needs internet access).")
 
 
-def add_run_args(parser: argparse.ArgumentParser, *, default_out: str | None = None) -> None:
-    """Add ``--device``, ``--out``, ``--resume`` and ``--overwrite``."""
+def add_run_args(parser: argparse.ArgumentParser, *, default_out: str | None = None,
+                 auto_out: str | None = None) -> None:
+    """Add ``--device``, ``--out``, ``--resume`` and ``--overwrite``.
+
+    ``--out`` is required unless ``default_out`` is given, or ``auto_out`` describes how the study names the folder
+    itself when ``--out`` is left out (``args.out`` is then ``None``).
+    """
     group = parser.add_argument_group("run")
     group.add_argument("--device", default="auto",
                        help="Device to run on: auto (CUDA if available), cpu, cuda or cuda:N (default: %(default)s).")
-    group.add_argument("--out", type=Path, default=default_out, required=default_out is None,
-                       help="Run folder for config, logs, metrics, plots and checkpoints.")
+    where = f" (default: {auto_out})" if auto_out is not None and default_out is None else ""
+    group.add_argument("--out", type=Path, default=default_out, required=default_out is None and auto_out is None,
+                       help=f"Run folder for config, logs, metrics, plots and checkpoints{where}.")
     mode = group.add_mutually_exclusive_group()
     mode.add_argument("--resume", action="store_true",
                       help="Continue the run in --out from its last checkpoint (its arguments must match).")
@@ -73,10 +79,11 @@ def add_training_args(parser: argparse.ArgumentParser, *, epochs: int = 10, batc
 
 
 def add_common_args(parser: argparse.ArgumentParser, *, default_dataset: str = "digits",
-                    datasets: Sequence[str] | None = None, default_out: str | None = None, epochs: int = 10,
-                    batch_size: int = 64, seed: int = 0) -> argparse.ArgumentParser:
+                    datasets: Sequence[str] | None = None, default_out: str | None = None,
+                    auto_out: str | None = None, epochs: int = 10, batch_size: int = 64,
+                    seed: int = 0) -> argparse.ArgumentParser:
     """Add all shared arguments (data, run and training groups) to ``parser`` and return it."""
     add_data_args(parser, default_dataset=default_dataset, datasets=datasets)
-    add_run_args(parser, default_out=default_out)
+    add_run_args(parser, default_out=default_out, auto_out=auto_out)
     add_training_args(parser, epochs=epochs, batch_size=batch_size, seed=seed)
     return parser

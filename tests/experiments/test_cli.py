@@ -61,3 +61,11 @@ def test_restricted_datasets_and_default_out() -> None:
     assert args.dataset == "fashion-mnist" and args.out == Path("runs/x")
     with pytest.raises(SystemExit):
         parser.parse_args(["--dataset", "cifar10"])
+
+
+def test_out_may_be_left_to_the_study() -> None:
+    parser = _parser(auto_out="a folder named after the configuration")
+    assert parser.parse_args([]).out is None
+    assert parser.parse_args(["--out", "o"]).out == Path("o")
+    help_text = {opt: a.help for a in parser._actions for opt in a.option_strings}["--out"]
+    assert "named after the configuration" in help_text
