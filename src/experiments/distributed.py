@@ -16,6 +16,7 @@ from typing import Any, Callable, Mapping, TypeVar
 
 import torch
 import torch.distributed as dist
+from torch import nn
 
 __all__ = [
     "DistInfo",
@@ -35,6 +36,8 @@ __all__ = [
     "main_only",
     "wrap_model",
     "configure_logging",
+    "GlobalBatchNorm",
+    "convert_batchnorm",
 ]
 
 _log = logging.getLogger(__name__)
@@ -216,3 +219,74 @@ def configure_logging(level: int = logging.INFO, file: str | os.PathLike[str] | 
         handlers.append(logging.FileHandler(file))
     logging.basicConfig(level=level if r == 0 else logging.WARNING, handlers=handlers, force=True,
                         format=f"%(asctime)s {prefix}%(levelname)s %(name)s: %(message)s")
+
+
+class _AllReduceSum(torch.autograd.Function):
+    """Differentiable sum over processes: the gradient of a sum is the sum of the gradients."""
+
+    @staticmethod
+    def forward(ctx: Any, tensor: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+        return all_reduce_sum(tensor)
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+        return all_reduce_sum(grad)
+
+
+class GlobalBatchNorm(nn.modules.batchnorm._BatchNorm):
+    """Batch normalisation over the *global* batch of all processes, on any device (gloo included).
+
+    In training mode under torch.distributed, the mean and variance are all-reduced (differentiably) over the
+    processes, so a DDP step on shards equals a single-process step on the whole batch, BatchNorm included
+    (``nn.SyncBatchNorm`` does this on GPUs only). Outside a process group, or in eval mode, it is a plain
+    BatchNorm. Accepts ``(N, C)``, ``(N, C, L)`` and ``(N, C, H, W)`` inputs; build it with
+    :func:`convert_batchnorm`.
+    """
+
+    def _check_input_dim(self, x: torch.Tensor) -> None:
+        if x.dim() < 2:
+            raise ValueError(f"GlobalBatchNorm expects (N, C, ...) input, got shape {tuple(x.shape)}")
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not (self.training and is_distributed()):
+            return super().forward(x)
+        all_reduce = _AllReduceSum.apply
+        self._check_input_dim(x)
+        dims = [0, *range(2, x.dim())]
+        shape = (1, -1) + (1,) * (x.dim() - 2)
+        count = all_reduce(x.new_tensor([x.numel() / x.shape[1]]))
+        mean = all_reduce(x.sum(dims)) / count
+        centred = x - mean.view(shape)
+        var = all_reduce(centred.pow(2).sum(dims)) / count  # biased, as BatchNorm normalises with it
+        if self.track_running_stats and self.running_mean is not None and self.running_var is not None:
+            with torch.no_grad():
+                assert self.num_batches_tracked is not None
+                self.num_batches_tracked.add_(1)
+                factor = (1.0 / float(self.num_batches_tracked) if self.momentum is None else self.momentum)
+                unbiased = var * (count / (count - 1).clamp_min(1))
+                self.running_mean.mul_(1 - factor).add_(mean.detach(), alpha=factor)
+                self.running_var.mul_(1 - factor).add_(unbiased.detach(), alpha=factor)
+        y = centred * torch.rsqrt(var + self.eps).view(shape)
+        if self.affine:
+            y = y * self.weight.view(shape) + self.bias.view(shape)
+        return y
+
+
+def convert_batchnorm(module: nn.Module) -> nn.Module:
+    """Replace every BatchNorm1d/2d/3d in ``module`` by a :class:`GlobalBatchNorm` sharing its parameters and
+    buffers (in place for submodules; returns the converted module)."""
+    if isinstance(module, nn.modules.batchnorm._BatchNorm) and not isinstance(module, GlobalBatchNorm):
+        new = GlobalBatchNorm(module.num_features, module.eps, module.momentum, module.affine,
+                              module.track_running_stats)
+        if module.affine:
+            new.weight, new.bias = module.weight, module.bias
+        if module.track_running_stats:
+            new.running_mean, new.running_var = module.running_mean, module.running_var
+            new.num_batches_tracked = module.num_batches_tracked
+        new.train(module.training)
+        return new
+    for name, child in module.named_children():
+        converted = convert_batchnorm(child)
+        if converted is not child:
+            setattr(module, name, converted)
+    return module

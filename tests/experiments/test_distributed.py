@@ -138,3 +138,52 @@ def test_collective_code_paths_in_a_one_process_group(tmp_path: Path) -> None:
     finally:
         distributed.shutdown()
     assert not distributed.is_distributed()
+
+
+def _global_bn_worker(rank: int, world: int, init: str, out: str) -> None:
+    """One rank of the GlobalBatchNorm check: its shard through the converted BN, output and grads saved."""
+    import torch.distributed as dist
+
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", init_method=init, rank=rank, world_size=world)
+    try:
+        torch.manual_seed(0)
+        x = torch.randn(8, 3, 2, dtype=torch.float64) * 3 + 1
+        bn = distributed.convert_batchnorm(torch.nn.Sequential(torch.nn.BatchNorm1d(3).double()))
+        with torch.no_grad():
+            bn[0].weight.copy_(torch.tensor([0.5, 1.0, 2.0]))
+        part = torch.tensor_split(x, world)[rank].clone().requires_grad_(True)
+        y = bn(part)
+        (y * torch.arange(y.numel(), dtype=y.dtype).view_as(y)).sum().backward()
+        # DDP averages the parameter gradients over ranks: do it by hand here
+        weight_grad = distributed.all_reduce_mean(bn[0].weight.grad)
+        torch.save({"y": y.detach(), "x_grad": part.grad, "w_grad": weight_grad,
+                    "running_var": bn[0].running_var}, f"{out}/rank{rank}.pt")
+    finally:
+        dist.destroy_process_group()
+
+
+def test_global_batchnorm_on_two_processes_equals_batchnorm_on_the_whole_batch(tmp_path: Path) -> None:
+    import torch.multiprocessing as mp
+
+    mp.spawn(_global_bn_worker, args=(2, (tmp_path / "store").as_uri(), str(tmp_path)), nprocs=2, join=True)
+    torch.manual_seed(0)
+    x = (torch.randn(8, 3, 2, dtype=torch.float64) * 3 + 1).requires_grad_(True)
+    bn = torch.nn.BatchNorm1d(3).double()
+    with torch.no_grad():
+        bn.weight.copy_(torch.tensor([0.5, 1.0, 2.0]))
+    y = bn(x)
+    weights = torch.cat([torch.arange(t.numel(), dtype=y.dtype).view_as(t) for t in torch.tensor_split(y, 2)])
+    (y * weights).sum().div(2).backward()  # the mean of the two ranks' losses
+    ranks = [torch.load(tmp_path / f"rank{r}.pt") for r in range(2)]
+    torch.testing.assert_close(torch.cat([r["y"] for r in ranks]), y.detach())
+    # each rank's input gradient is that of the sum of the ranks' losses (the all-reduce's backward sums), so
+    # the parameter gradients that DDP averages are those of the mean loss
+    torch.testing.assert_close(torch.cat([r["x_grad"] for r in ranks]) / 2, x.grad)
+    for r in ranks:
+        torch.testing.assert_close(r["w_grad"], bn.weight.grad)
+        torch.testing.assert_close(r["running_var"], bn.running_var)
+    # outside a process group it is a plain BatchNorm
+    plain = distributed.convert_batchnorm(torch.nn.BatchNorm1d(3).double())
+    assert isinstance(plain, distributed.GlobalBatchNorm)
+    torch.testing.assert_close(plain(x.detach()), torch.nn.BatchNorm1d(3).double()(x.detach()))
