@@ -22,7 +22,7 @@ from matplotlib.figure import Figure
 
 from .runs import read_csv
 
-__all__ = ["line_plot", "plot_csv", "image_grid", "heatmap", "histogram"]
+__all__ = ["line_plot", "line_panels", "plot_csv", "image_grid", "heatmap", "histogram"]
 
 RED = (1.0, 0.0, 0.0)
 ArrayLike = np.ndarray | torch.Tensor | Sequence[float]
@@ -88,6 +88,31 @@ def line_plot(curves: Mapping[str, tuple[ArrayLike, ArrayLike]], out: str | os.P
     ax.set_title(_note(title, notes), fontsize=10)
     if len(curves) > 1 or notes:
         ax.legend(fontsize=8)
+    return _finish(fig, out)
+
+
+def line_panels(panels: Mapping[str, Mapping[str, tuple[ArrayLike, ArrayLike]]],
+                out: str | os.PathLike[str] | None = None, *, xlabel: str = "step",
+                logy: bool | Sequence[bool] = False, title: str | None = None) -> Figure:
+    """Side-by-side panels, each titled by its key and holding several labelled (x, y) curves.
+
+    ``logy`` is one flag for all panels or one per panel.
+    """
+    if not panels:
+        raise ValueError("line_panels needs at least one panel")
+    flags = [logy] * len(panels) if isinstance(logy, bool) else list(logy)
+    if len(flags) != len(panels):
+        raise ValueError(f"logy has {len(flags)} entries for {len(panels)} panels")
+    fig = Figure(figsize=(4.5 * len(panels), 3.6), layout="constrained")
+    for i, ((name, curves), log) in enumerate(zip(panels.items(), flags)):
+        ax = fig.add_subplot(1, len(panels), i + 1)
+        notes = _draw_curves(ax, curves, log)
+        ax.set_xlabel(xlabel)
+        ax.set_title(_note(name, notes), fontsize=10)
+        if len(curves) > 1 or notes:
+            ax.legend(fontsize=8)
+    if title:
+        fig.suptitle(title)
     return _finish(fig, out)
 
 

@@ -126,3 +126,17 @@ def test_histogram_counts_what_it_leaves_out(tmp_path: Path) -> None:
     assert ax.get_xscale() == "log" and sum(p.get_height() for p in ax.patches) == 5
     empty = plots.histogram([np.nan, np.inf])
     assert "no finite values" in empty.axes[0].get_title()
+
+
+def test_line_panels_put_several_curves_on_each_panel(tmp_path: Path) -> None:
+    fig = plots.line_panels({"loss": {"train": ([0, 1], [2.0, 1.0]), "test": ([0, 1], [2.5, np.nan])},
+                             "kappa": {"forward": ([0, 1, 2], [1.0, 1e3, 1e9])}},
+                            tmp_path / "p.png", xlabel="epoch", logy=[False, True], title="run")
+    assert _is_png(tmp_path / "p.png")
+    loss_ax, kappa_ax = fig.axes
+    assert [t.get_text() for t in loss_ax.get_legend().get_texts()][:2] == ["train", "test"]
+    assert "1 non-finite values marked x" in loss_ax.get_title()
+    assert loss_ax.get_yscale() == "linear" and kappa_ax.get_yscale() == "log"
+    assert kappa_ax.get_xlabel() == "epoch"
+    with pytest.raises(ValueError, match="2 panels"):
+        plots.line_panels({"a": {}, "b": {}}, logy=[True])
