@@ -22,7 +22,7 @@ from matplotlib.figure import Figure
 
 from .runs import read_csv
 
-__all__ = ["line_plot", "line_panels", "plot_csv", "image_grid", "heatmap", "histogram"]
+__all__ = ["line_plot", "line_panels", "plot_csv", "image_grid", "heatmap", "heatmap_grid", "histogram"]
 
 RED = (1.0, 0.0, 0.0)
 ArrayLike = np.ndarray | torch.Tensor | Sequence[float]
@@ -93,10 +93,10 @@ def line_plot(curves: Mapping[str, tuple[ArrayLike, ArrayLike]], out: str | os.P
 
 def line_panels(panels: Mapping[str, Mapping[str, tuple[ArrayLike, ArrayLike]]],
                 out: str | os.PathLike[str] | None = None, *, xlabel: str = "step",
-                logy: bool | Sequence[bool] = False, title: str | None = None) -> Figure:
+                logy: bool | Sequence[bool] = False, title: str | None = None, logx: bool = False) -> Figure:
     """Side-by-side panels, each titled by its key and holding several labelled (x, y) curves.
 
-    ``logy`` is one flag for all panels or one per panel.
+    ``logy`` is one flag for all panels or one per panel; ``logx`` puts every panel's x axis on a log scale.
     """
     if not panels:
         raise ValueError("line_panels needs at least one panel")
@@ -107,6 +107,8 @@ def line_panels(panels: Mapping[str, Mapping[str, tuple[ArrayLike, ArrayLike]]],
     for i, ((name, curves), log) in enumerate(zip(panels.items(), flags)):
         ax = fig.add_subplot(1, len(panels), i + 1)
         notes = _draw_curves(ax, curves, log)
+        if logx:
+            ax.set_xscale("log")
         ax.set_xlabel(xlabel)
         ax.set_title(_note(name, notes), fontsize=10)
         if len(curves) > 1 or notes:
@@ -235,11 +237,9 @@ def image_grid(inputs: ArrayLike, reconstructions: ArrayLike | None = None,
 # ----------------------------------------------------------------------------------------------------------------
 # Heatmaps and histograms
 # ----------------------------------------------------------------------------------------------------------------
-def heatmap(matrix: ArrayLike, out: str | os.PathLike[str] | None = None, *, log: bool = False,
-            clip: tuple[float | None, float | None] = (None, None), title: str | None = None, xlabel: str = "",
-            ylabel: str = "", cmap: str = "viridis", colorbar_label: str = "") -> Figure:
-    """A 2-D array as colours (optionally log-scaled and clipped to ``clip``); non-finite cells in red."""
-    m = _array(matrix)
+def _draw_heatmap(fig: Figure, ax: Axes, m: np.ndarray, *, log: bool, clip: tuple[float | None, float | None],
+                  cmap: str, colorbar_label: str, extent: Sequence[float] | None) -> list[str]:
+    """Draw ``m`` on ``ax`` with a colour bar; return the notes about non-finite and non-positive cells."""
     if m.ndim != 2:
         raise ValueError(f"heatmap needs a 2-D array, got shape {m.shape}")
     bad = ~np.isfinite(m)
@@ -255,19 +255,71 @@ def heatmap(matrix: ArrayLike, out: str | os.PathLike[str] | None = None, *, log
     if hi <= lo:
         hi = lo * 10 if log else lo + 1
     norm = LogNorm(vmin=lo, vmax=hi, clip=True) if log else Normalize(vmin=lo, vmax=hi, clip=True)
-    fig = Figure(figsize=(5.5, 4.5), layout="constrained")
-    ax = fig.add_subplot()
     colours = matplotlib.colormaps[cmap].with_extremes(bad="0.6")
+    placement = {} if extent is None else {"extent": tuple(extent), "origin": "lower"}
     image = ax.imshow(np.ma.masked_array(m, ~usable), cmap=colours, norm=norm, interpolation="nearest",
-                      aspect="auto")
+                      aspect="auto", **placement)
     if bad.any():
         overlay = np.zeros((*m.shape, 4))
         overlay[bad] = (*RED, 1.0)
-        ax.imshow(overlay, interpolation="nearest", aspect="auto")
+        ax.imshow(overlay, interpolation="nearest", aspect="auto", **placement)
     fig.colorbar(image, ax=ax, label=colorbar_label)
+    return notes
+
+
+def heatmap(matrix: ArrayLike, out: str | os.PathLike[str] | None = None, *, log: bool = False,
+            clip: tuple[float | None, float | None] = (None, None), title: str | None = None, xlabel: str = "",
+            ylabel: str = "", cmap: str = "viridis", colorbar_label: str = "",
+            extent: Sequence[float] | None = None) -> Figure:
+    """A 2-D array as colours (optionally log-scaled and clipped to ``clip``); non-finite cells in red.
+
+    ``extent=(left, right, bottom, top)`` labels the axes in data coordinates, with row 0 at the bottom.
+    """
+    m = _array(matrix)
+    fig = Figure(figsize=(5.5, 4.5), layout="constrained")
+    ax = fig.add_subplot()
+    notes = _draw_heatmap(fig, ax, m, log=log, clip=clip, cmap=cmap, colorbar_label=colorbar_label, extent=extent)
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
     ax.set_title(_note(title, notes), fontsize=10)
+    return _finish(fig, out)
+
+
+def heatmap_grid(rows: Mapping[str, Mapping[str, ArrayLike]], out: str | os.PathLike[str] | None = None, *,
+                 log: bool | Sequence[bool] = False,
+                 clip: Sequence[tuple[float | None, float | None]] | None = None, cmap: str = "viridis",
+                 extent: Sequence[float] | None = None, title: str | None = None,
+                 panel_size: tuple[float, float] = (3.2, 2.7)) -> Figure:
+    """Heatmaps side by side: one row per quantity (``rows`` key), one column per entry (e.g. per model).
+
+    Panels of a row share one colour scale (``clip[i]``, or the row's finite range), so they compare directly;
+    ``log`` and ``clip`` are given for all rows or one per row. Non-finite cells are red and counted per panel.
+    """
+    if not rows:
+        raise ValueError("heatmap_grid needs at least one row")
+    n_rows, n_cols = len(rows), max(len(r) for r in rows.values())
+    logs = [log] * n_rows if isinstance(log, bool) else list(log)
+    clips = list(clip) if clip is not None else [(None, None)] * n_rows
+    if len(logs) != n_rows or len(clips) != n_rows:
+        raise ValueError(f"log and clip need one entry per row ({n_rows}), got {len(logs)} and {len(clips)}")
+    fig = Figure(figsize=(panel_size[0] * n_cols, panel_size[1] * n_rows), layout="constrained")
+    for i, ((quantity, panels), row_log, row_clip) in enumerate(zip(rows.items(), logs, clips)):
+        arrays = {name: _array(m) for name, m in panels.items()}
+        lo, hi = row_clip
+        finite = [a[np.isfinite(a) & ((a > 0) if row_log else True)] for a in arrays.values()]
+        finite = [a for a in finite if a.size]
+        if lo is None and finite:
+            lo = float(min(a.min() for a in finite))
+        if hi is None and finite:
+            hi = float(max(a.max() for a in finite))
+        for j, (name, m) in enumerate(arrays.items()):
+            ax = fig.add_subplot(n_rows, n_cols, i * n_cols + j + 1)
+            notes = _draw_heatmap(fig, ax, m, log=row_log, clip=(lo, hi), cmap=cmap,
+                                  colorbar_label=quantity if j == n_cols - 1 else "", extent=extent)
+            ax.set_title(_note(f"{name}: {quantity}", notes), fontsize=8)
+            ax.tick_params(labelsize=7)
+    if title:
+        fig.suptitle(title)
     return _finish(fig, out)
 
 

@@ -140,3 +140,30 @@ def test_line_panels_put_several_curves_on_each_panel(tmp_path: Path) -> None:
     assert kappa_ax.get_xlabel() == "epoch"
     with pytest.raises(ValueError, match="2 panels"):
         plots.line_panels({"a": {}, "b": {}}, logy=[True])
+
+
+def test_heatmap_grid_shares_one_colour_scale_per_row(tmp_path: Path) -> None:
+    a = np.logspace(-6, 0, 12).reshape(3, 4)
+    b = a * 100
+    b[0, 0] = np.inf
+    fig = plots.heatmap_grid({"recon": {"affine": a, "resflow": b}, "loglik": {"affine": -a, "resflow": -b}},
+                             tmp_path / "g.png", log=[True, False], clip=[(None, None), (-1.0, 0.0)],
+                             extent=(-8, 8, -8, 8), title="grid")
+    assert _is_png(tmp_path / "g.png")
+    panels = [ax for ax in fig.axes if ax.images]
+    assert [ax.get_title().split("\n")[0] for ax in panels] == ["affine: recon", "resflow: recon", "affine: loglik",
+                                                                 "resflow: loglik"]
+    norms = [ax.images[0].norm for ax in panels]
+    assert type(norms[0]).__name__ == "LogNorm"
+    assert (norms[0].vmin, norms[0].vmax) == (norms[1].vmin, norms[1].vmax) == (1e-6, 100.0)  # the row's range
+    assert (norms[2].vmin, norms[2].vmax) == (-1.0, 0.0) and type(norms[2]).__name__ == "Normalize"
+    assert "1 non-finite cells in red" in panels[1].get_title()
+    assert panels[0].images[0].get_extent() == [-8, 8, -8, 8]
+    with pytest.raises(ValueError, match="one entry per row"):
+        plots.heatmap_grid({"a": {"m": a}}, log=[True, False])
+
+
+def test_line_panels_log_x(tmp_path: Path) -> None:
+    fig = plots.line_panels({"kappa": {"affine": ([8, 64, 1024], [1.0, 1e4, np.inf])}}, logx=True, logy=True,
+                            xlabel="R")
+    assert fig.axes[0].get_xscale() == "log" and fig.axes[0].get_xlabel() == "R"
