@@ -28,6 +28,15 @@ from .layers import (
     Split,
     Squeeze,
 )
+from .layers import (
+    ConvergenceError,
+    ConvergenceWarning,
+    LipSwish,
+    LogDetEstimator,
+    ResidualBlock,
+    SpectralNormConv2d,
+    SpectralNormLinear,
+)
 
 __all__ = [
     "SCALE_FNS",
@@ -49,6 +58,14 @@ __all__ = [
     "allow_nonfinite",
     "compose_bounds",
     "iterative_inverse",
+    # residual flows
+    "ConvergenceError",
+    "ConvergenceWarning",
+    "LipSwish",
+    "LogDetEstimator",
+    "ResidualBlock",
+    "SpectralNormConv2d",
+    "SpectralNormLinear",
 ]
 
 __version__ = "0.1.0"

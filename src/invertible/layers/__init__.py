@@ -6,6 +6,10 @@ from .coupling import SCALE_FNS, AdditiveCoupling, AffineCoupling, scale_and_log
 from .permutation import Permutation
 from .preprocessing import Dequantize, Logit
 from .reshape import Partial, Split, Squeeze
+from .activations import FullSort, LipSoftplus, LipSwish, LipschitzCube, MaxMin
+from .residual import ConvergenceError, ConvergenceWarning, InverseReport, ResidualBlock
+from .residual_logdet import LogDetEstimator
+from .spectral_norm import SpectralNormConv2d, SpectralNormLinear, update_lipschitz
 
 __all__ = [
     "SCALE_FNS",
@@ -20,4 +24,18 @@ __all__ = [
     "Split",
     "Squeeze",
     "scale_and_log",
+    # residual flows
+    "ConvergenceError",
+    "ConvergenceWarning",
+    "FullSort",
+    "InverseReport",
+    "LipSoftplus",
+    "LipSwish",
+    "LipschitzCube",
+    "LogDetEstimator",
+    "MaxMin",
+    "ResidualBlock",
+    "SpectralNormConv2d",
+    "SpectralNormLinear",
+    "update_lipschitz",
 ]
