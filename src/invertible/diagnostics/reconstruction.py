@@ -107,7 +107,7 @@ def reconstruction_error(module: InvertibleModule, x: Tensor, *, eval: bool = Tr
 
 @dataclass
 class RoundTrips:
-    """Distances after ``k = 1 .. passes`` repeated round trips ``x_k = f^-1(f(x_{k-1}))``, shape ``(passes, batch)``.
+    """Distances after ``k = 1 .. passes`` round trips ``x_k = f^-1(f(x_{k-1}))``, shape ``(passes, batch)``, float64.
 
     Attributes:
         l2: ``||x_k - x_0||_2``.
@@ -156,13 +156,15 @@ def repeated_round_trips(
     batch = x.shape[0]
     rows: dict[str, list[Tensor]] = {"l2": [], "mse": [], "pad": [], "nonfinite": []}
     current = x
-    pixels0 = to_pixels(x).reshape(batch, -1)
+    # distances in float64: a float32 pixel map (x + 0.5) * 255 would round away the differences it measures
+    x64 = x.detach().double()
+    pixels0 = to_pixels(x64).reshape(batch, -1)
     with eval_mode(module, eval), torch.no_grad(), allow_nonfinite():
         for _ in range(passes):
             current = module.inverse(module(current)[0])[0]
-            diff = (current - x).reshape(batch, -1)
+            diff = (current.double() - x64).reshape(batch, -1)
             rows["l2"].append(diff.norm(dim=1))
             rows["mse"].append(diff.pow(2).mean(dim=1))
-            rows["pad"].append((to_pixels(current).reshape(batch, -1) - pixels0).abs().mean(dim=1))
+            rows["pad"].append((to_pixels(current.double()).reshape(batch, -1) - pixels0).abs().mean(dim=1))
             rows["nonfinite"].append(_count(~torch.isfinite(current)))
     return RoundTrips(**{k: torch.stack(v) for k, v in rows.items()})
