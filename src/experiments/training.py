@@ -27,6 +27,7 @@ from __future__ import annotations
 import logging
 import random
 import sys
+import time
 from dataclasses import dataclass
 from typing import Any, Iterable, Iterator, Mapping
 
@@ -50,6 +51,7 @@ __all__ = [
     "Meter",
     "Step",
     "ResumableLoop",
+    "Stopwatch",
 ]
 
 _log = logging.getLogger(__name__)
@@ -271,3 +273,20 @@ class ResumableLoop:
         if self._bar is not None:
             self._bar.set_postfix({k: f"{v:.4g}" if isinstance(v, float) else v for k, v in values.items()},
                                   refresh=False)
+
+
+class Stopwatch:
+    """CPU time of this process and wall-clock time since it was started, for a run's metrics.
+
+    Example:
+        >>> watch = Stopwatch()
+        >>> sorted(watch.seconds())
+        ['cpu_seconds', 'wall_seconds']
+    """
+
+    def __init__(self) -> None:
+        self.wall, self.cpu = time.perf_counter(), time.process_time()
+
+    def seconds(self) -> dict[str, float]:
+        """``{"cpu_seconds": ..., "wall_seconds": ...}`` elapsed since construction."""
+        return {"cpu_seconds": time.process_time() - self.cpu, "wall_seconds": time.perf_counter() - self.wall}

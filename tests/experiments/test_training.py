@@ -232,3 +232,17 @@ def test_loop_without_data_and_misuse(tmp_path: Path) -> None:
         ResumableLoop(None, epochs=1, seed=0)
     with pytest.raises(ValueError, match="needs batch_size"):
         ResumableLoop(None, epochs=1, seed=0, num_examples=5)
+
+
+def test_stopwatch_counts_cpu_and_wall_time() -> None:
+    import time as _time
+
+    from experiments.training import Stopwatch
+
+    watch = Stopwatch()
+    _time.sleep(0.05)
+    busy = _time.process_time() + 0.05
+    while _time.process_time() < busy:  # burn CPU time
+        pass
+    seconds = watch.seconds()
+    assert seconds["wall_seconds"] >= 0.1 and 0.05 <= seconds["cpu_seconds"] <= seconds["wall_seconds"] + 0.05
