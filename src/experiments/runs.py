@@ -29,7 +29,7 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
-from typing import Any, Iterable, Mapping
+from typing import Any, Callable, Iterable, Mapping
 
 import numpy as np
 import torch
@@ -280,11 +280,13 @@ class Run:
         for log in self._logs.values():
             log.close()
 
-    def _rewind(self) -> None:
-        """Load latest.pt and cut CSV logs and metrics back to the state recorded in it."""
+    def _rewind(self, check: Callable[[dict[str, Any]], None] | None = None) -> None:
+        """Load latest.pt, let ``check`` refuse it, and cut CSV logs and metrics back to the state recorded in it."""
         path = self.checkpoint_dir / "latest.pt"
         parts = load_checkpoint(path) if path.exists() else None
         bookkeeping = parts.pop(_RUN_PART, {}) if parts else {}
+        if parts and check is not None:
+            check(parts)  # before anything in the folder changes
         rows: dict[str, int] = dict(bookkeeping.get("csv_rows", {}))
         self.metrics = json.loads(bookkeeping.get("metrics", "{}"))
         self.resume_state = parts
@@ -332,8 +334,13 @@ def open_run(
     overwrite: bool = False,
     ignore: Iterable[str] = (),
     main: bool | None = None,
+    check_checkpoint: Callable[[dict[str, Any]], None] | None = None,
 ) -> Run:
-    """Create (or, with ``resume``, reopen) the run folder ``out`` for a run with arguments ``config``."""
+    """Create (or, with ``resume``, reopen) the run folder ``out`` for a run with arguments ``config``.
+
+    On resume, ``check_checkpoint(parts)`` may raise to refuse a checkpoint that belongs to another model before
+    the logs are cut back to it.
+    """
     path = Path(out)
     args = _config_dict(config)
     main = distributed.is_main() if main is None else main
@@ -357,7 +364,7 @@ def open_run(
         for line in _differences(stored.get("args", {}), args, frozenset()):
             _log.warning("resuming with a changed non-result argument:%s", line)
         run = Run(path, args, resumed=True, main=main)
-        run._rewind()
+        run._rewind(check_checkpoint)
         distributed.barrier()
         return run
     error: Exception | None = None

@@ -180,3 +180,24 @@ def test_to_jsonable() -> None:
         "a": [1, [1.5]], "b": "x", "c": "torch.float32", "d": "-Infinity"}
     with pytest.raises(TypeError, match="cannot store a object"):
         to_jsonable(object())
+
+
+def test_a_refused_checkpoint_leaves_the_folder_untouched(tmp_path: Path) -> None:
+    run = open_run(tmp_path / "r", CONFIG)
+    steps = run.csv("steps", ["step"])
+    steps.log(step=0)
+    run.save_checkpoint(w=torch.zeros(2))
+    steps.log(step=1)
+    run.close()
+    before = {p.name: p.read_bytes() for p in (tmp_path / "r").rglob("*") if p.is_file()}
+
+    def refuse(parts: dict) -> None:
+        assert "w" in parts and "_run" not in parts
+        raise ValueError("not this model's checkpoint")
+
+    with pytest.raises(ValueError, match="not this model"):
+        open_run(tmp_path / "r", CONFIG, resume=True, check_checkpoint=refuse)
+    assert {p.name: p.read_bytes() for p in (tmp_path / "r").rglob("*") if p.is_file()} == before
+    accepted = open_run(tmp_path / "r", CONFIG, resume=True, check_checkpoint=lambda parts: None)
+    assert accepted.csv("steps", ["step"]).rows == 1
+    accepted.close()
