@@ -1,0 +1,27 @@
+"""The paper's INN classifier study: ``python -m experiments.classification``.
+
+A Glow without splits (affine or additive couplings, 1x1 convolutions or shuffles) maps an image ``x`` to ``z`` of
+the same size; a BatchNorm1d-ReLU-Linear head classifies the first ``--zs-dim`` entries of ``z``. Trained only for
+classification, an affine flow may stop being numerically invertible (PAPER.md section 2.1); the run measures it
+along the way and can regularize against it (``--nf-coeff``, ``--fd-coeff``, ``--fd-inv-coeff``) or train with
+memory-saving gradients (``--mem-saving``).
+
+Examples::
+
+    python -m experiments.classification --nf-coeff 1e-5               # embedded digits, a few minutes on a CPU
+    python -m experiments.classification --coupling affine --permutation conv --zero-init --use-prior \\
+        --use-actnorm --no-inverse-svd --out runs/affine_conv
+    python -m experiments.classification --out runs/affine_conv --resume ...   # continue a killed run
+    python -m torch.distributed.run --standalone --nproc_per_node=2 -m experiments.classification ...
+
+Each run writes one folder: ``config.json``; ``iteration_log.csv`` (every iteration: losses, running accuracy,
+weight/gradient/latent statistics), ``every_N_log.csv`` (every ``--log-every`` iterations: the same plus
+reconstruction errors on a fixed test batch and, with ``--mem-saving``, the angle between memory-saving and true
+gradients), ``svd_log.csv`` (every ``--svd-every`` iterations: forward and inverse condition numbers and extreme
+singular values of the exact Jacobian), ``epoch_log.csv`` (train/test loss, accuracy and reconstruction errors);
+``metrics.json``; ``checkpoints/`` (``latest.pt`` for ``--resume``, ``init.pt``, ``iter_<N>.pt``); ``plots/``.
+"""
+
+from .train import ConfigError, build_model, main
+
+__all__ = ["ConfigError", "build_model", "main"]

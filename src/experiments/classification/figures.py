@@ -1,0 +1,118 @@
+"""The run's figures (plots/*.png) and the summary printed at the end."""
+
+from __future__ import annotations
+
+import argparse
+import math
+from pathlib import Path
+from typing import Any, Mapping
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from invertible import allow_nonfinite
+from invertible.models import INNClassifier
+
+from ..plots import image_grid, line_panels, plot_csv
+from ..runs import read_csv
+from .data import ClassifierData
+
+__all__ = ["make_plots", "summary", "columns"]
+
+
+def columns(path: Path, x: str, *names: str) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """``{name: (x values, column values)}`` of the rows of a CSV log where both cells are filled."""
+    rows = read_csv(path) if path.is_file() else []
+    out = {}
+    for name in names:
+        pairs = [(float(r[x]), float(r[name])) for r in rows if r.get(x, "") != "" and r.get(name, "") != ""]
+        xs, ys = zip(*pairs) if pairs else ((), ())
+        out[name] = (np.asarray(xs, dtype=float), np.asarray(ys, dtype=float))
+    return out
+
+
+def make_plots(folder: Path, model: INNClassifier, data: ClassifierData, x_fixed: Tensor, *,
+               plot_iterations: bool = False, show: int = 16) -> list[Path]:
+    """Write loss_accuracy.png, stability.png, reconstructions.png (and iterations.png) into ``folder/plots``."""
+    plots = folder / "plots"
+    plots.mkdir(exist_ok=True)
+    written = []
+    epochs = columns(folder / "epoch_log.csv", "epoch", "train_loss", "test_loss", "train_acc", "test_acc")
+    iters = columns(folder / "iteration_log.csv", "global_iteration", "xentropy_loss")
+    shift = {k: (v[0] + 1, v[1]) for k, v in epochs.items()}  # epoch e's row describes the state after e + 1 epochs
+    line_panels({"cross-entropy per iteration": {"train batch": iters["xentropy_loss"]},
+                 "loss per epoch": {"train": shift["train_loss"], "test": shift["test_loss"]},
+                 "accuracy": {"train": shift["train_acc"], "test": shift["test_acc"]}},
+                plots / "loss_accuracy.png", xlabel="iteration | epochs done", title=folder.name)
+    written.append(plots / "loss_accuracy.png")
+
+    every = columns(folder / "every_N_log.csv", "global_iteration", "mean_recons_error", "max_recons_error")
+    svd = columns(folder / "svd_log.csv", "global_iteration", "condition_num", "inverse_condition_num",
+                  "condition_num_train_dtype", "max_sv", "min_sv")
+    panels = {
+        "reconstruction error (fixed test batch)": {"mean": every["mean_recons_error"],
+                                                    "max": every["max_recons_error"]},
+        "condition number of J": {"forward (float64)": svd["condition_num"],
+                                  "inverse (float64)": svd["inverse_condition_num"],
+                                  "forward (training dtype)": svd["condition_num_train_dtype"]},
+        "extreme singular values": {"sigma_max": svd["max_sv"], "sigma_min": svd["min_sv"]},
+    }
+    line_panels(panels, plots / "stability.png", xlabel="iteration", logy=True, title=folder.name)
+    written.append(plots / "stability.png")
+
+    x = x_fixed[:show]
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad(), allow_nonfinite():
+            x_hat = model.decode(model(x)[1])
+    finally:
+        model.train(was_training)
+    image_grid(data.to_pixels(x).clamp(0, 1), data.to_pixels(x_hat).clamp(0, 1).where(torch.isfinite(x_hat), x_hat),
+               plots / "reconstructions.png", value_range=(0.0, 1.0),
+               title="fixed test images / reconstructions F^-1(F(x)) / |difference|")
+    written.append(plots / "reconstructions.png")
+
+    if plot_iterations:
+        plot_csv({folder.name: folder / "iteration_log.csv"}, ["xentropy_loss", "w_norm", "g_norm", "z_norm"],
+                 plots / "iterations.png", x="global_iteration", logy=True)
+        written.append(plots / "iterations.png")
+    return written
+
+
+def _fmt(value: Any) -> str:
+    if value is None:
+        return "n/a"
+    if isinstance(value, str):
+        return value
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)
+    return f"{value:.3g}"
+
+
+def summary(folder: Path, args: argparse.Namespace, metrics: Mapping[str, Any], device: torch.device) -> str:
+    """A readable account of the run for the terminal."""
+    m = dict(metrics)
+    minutes, seconds = divmod(float(m.get("seconds", 0.0)), 60)
+    verdict = ("NO: numerically non-invertible (a reconstruction is non-finite or off by more than "
+               f"{m['noninvertible_rtol']:g} relative)" if m.get("non_invertible") else "yes")
+    lines = [
+        "",
+        f"INN classifier on {args.dataset}: {args.coupling} coupling, {args.permutation} mixing, "
+        f"{args.n_levels} levels x {args.depth} steps, {m.get('flow_parameters', 0):,} flow parameters",
+        f"  status          {m.get('status')} after {m.get('steps')} iterations ({m.get('epochs')} epochs) in "
+        f"{int(minutes)}m{seconds:04.1f}s on {device} x {m.get('world_size', 1)}",
+        f"  accuracy        test {_fmt(m.get('test_acc'))}   train {_fmt(m.get('train_acc'))}",
+        f"  reconstruction  ||x - F^-1(F(x))|| in normalised input space, {args.dtype}:",
+        f"                  train mean {_fmt(m.get('recons_train_mean'))} max {_fmt(m.get('recons_train_max'))} | "
+        f"test mean {_fmt(m.get('recons_test_mean'))} max {_fmt(m.get('recons_test_max'))}",
+        f"  conditioning    exact Jacobian at {m.get('svd_samples')} test image(s), worst: forward "
+        f"{_fmt(m.get('cond_forward'))} (sigma {_fmt(m.get('sigma_min'))}..{_fmt(m.get('sigma_max'))}), "
+        f"inverse {_fmt(m.get('cond_inverse'))}",
+        f"  memory saving   angle to true gradient {_fmt(m.get('grad_angle'))} rad, relative error "
+        f"{_fmt(m.get('grad_rel_error'))}",
+        f"  invertible      {verdict}",
+        f"  run folder      {folder}  (config.json, *_log.csv, metrics.json, plots/, checkpoints/)",
+    ]
+    return "\n".join(lines)

@@ -1,0 +1,356 @@
+"""The training run: model, loop, regularizers, memory saving, logs, checkpoints, final measurements."""
+
+from __future__ import annotations
+
+import argparse
+import bisect
+import contextlib
+import logging
+import math
+import sys
+import time
+from typing import Any, Sequence
+
+import torch
+from torch import Tensor, nn
+
+from invertible import InvertibleModule
+from invertible.checkpoint import CheckpointError
+from invertible.memory import MemorySaving
+from invertible.models import INNClassifier
+from invertible.regularizers import fd_direction, forward_fd, inverse_fd, nf_term
+
+from .. import distributed
+from ..data import DataFormatError, DatasetNotFound
+from ..runs import ConfigMismatch, Run, RunExists, RunNotFound, open_run
+from ..training import DeviceError, Meter, ResumableLoop, Step, resolve_device, seed_everything
+from . import figures, measure, options
+from .data import ClassifierData, load
+
+__all__ = ["ConfigError", "EPOCH_FIELDS", "EVERY_N_FIELDS", "ITERATION_FIELDS", "SVD_FIELDS", "build_model", "main"]
+
+_log = logging.getLogger("experiments.classification")
+
+_STATS = [f"{p}_{s}" for p in ("w", "g", "z") for s in ("norm", "min", "max", "mean", "std")]
+#: Columns of iteration_log.csv (every iteration). ``global_iteration`` counts the updates done so far.
+ITERATION_FIELDS = ["global_iteration", "epoch", "time_elapsed", "lr", "xentropy_loss", "loss", "nf_term",
+                    "fd_term", "fd_inv_term", "train_acc", *_STATS]
+#: Columns of every_N_log.csv (every --log-every iterations; reconstruction errors on the fixed test batch).
+EVERY_N_FIELDS = [*ITERATION_FIELDS[:10], "min_recons_error", "max_recons_error", "mean_recons_error",
+                  "std_recons_error", "max_relative_recons_error", "nonfinite_recons", "grad_angle",
+                  "grad_rel_error", *_STATS]
+#: Columns of svd_log.csv (every --svd-every iterations).
+SVD_FIELDS = ["global_iteration", "mean_recons_error", "condition_num", "max_sv", "min_sv", "inverse_condition_num",
+              "inverse_max_sv", "inverse_min_sv", "condition_num_train_dtype", "logdet_error"]
+#: Columns of epoch_log.csv (every --eval-every epochs and after the last one).
+EPOCH_FIELDS = ["epoch", "time_elapsed", "lr", "train_loss", "test_loss", "train_acc", "test_acc",
+                "mean_train_recons_error", "std_train_recons_error", "max_train_recons_error",
+                "nonfinite_train_recons", "mean_test_recons_error", "std_test_recons_error", "max_test_recons_error",
+                "nonfinite_test_recons"]
+
+
+class ConfigError(ValueError):
+    """The flags describe a model or run that cannot be built (e.g. too many levels for the image size)."""
+
+
+class Clock:
+    """Wall time of the run, carried across resumptions (tracked in checkpoints)."""
+
+    def __init__(self) -> None:
+        self.offset, self.start = 0.0, time.time()
+
+    def elapsed(self) -> float:
+        return self.offset + time.time() - self.start
+
+    def state_dict(self) -> dict[str, float]:
+        return {"elapsed": self.elapsed()}
+
+    def load_state_dict(self, state: dict[str, float]) -> None:
+        self.offset, self.start = float(state["elapsed"]), time.time()
+
+
+class _Net(nn.Module):
+    """What DistributedDataParallel wraps: the classifier run through ``flow`` (plain or memory-saving)."""
+
+    def __init__(self, model: INNClassifier, flow: InvertibleModule) -> None:
+        super().__init__()
+        self.model, self.flow = model, flow
+
+    def forward(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        return self.model(x, flow=self.flow)
+
+
+def build_model(args: argparse.Namespace, shape: tuple[int, int, int], num_classes: int) -> INNClassifier:
+    """The classifier described by the flags (a :class:`ConfigError` if it cannot exist)."""
+    try:
+        return INNClassifier(
+            shape, num_classes, levels=args.n_levels, depth=args.depth, hidden=args.hidden_channels,
+            coupling=args.coupling, permutation=args.permutation, actnorm=args.use_actnorm,
+            actnorm_eps=args.an_stable_eps, net_actnorm=args.use_actnorm_in_blocks, scale_fn=args.affine_scale_fn,
+            affine_eps=args.affine_eps, zero_init=args.zero_init, zs_dim=args.zs_dim, inj_pad=args.inj_pad,
+            prior=args.use_prior, learn_top=args.learntop, n_bits=args.n_bits_x, seed=args.seed)
+    except ValueError as exc:
+        c, h, w = shape
+        raise ConfigError(f"impossible architecture for {args.dataset} ({c}x{h}x{w} images): {exc}") from exc
+
+
+def _flat(tensors: list[Tensor]) -> Tensor:
+    return torch.cat([t.detach().flatten() for t in tensors])
+
+
+def _train_step(net: nn.Module, model: INNClassifier, flow: InvertibleModule, data: ClassifierData, step: Step,
+                args: argparse.Namespace, optimizer: torch.optim.Optimizer, check: bool
+                ) -> tuple[dict[str, float], dict[str, Any]]:
+    """One update on this process's share of the global batch; returns its stats and the memory-saving check."""
+    x_global = data.augmented(step.global_indices, step.generator)
+    x = step.local(x_global)
+    y = data.train.labels[step.indices].to(x.device)
+    world, n, n_global = distributed.world_size(), len(y), len(step.global_indices)
+    weight = n * world / n_global  # DDP averages over processes: this makes it the global batch mean
+    checking = flow.checking(check) if isinstance(flow, MemorySaving) else contextlib.nullcontext()
+    with checking as run_check:
+        logits, z, logdet = net(x)
+        xent = model.loss(logits, y)
+        means: dict[str, Tensor] = {}
+        sums: dict[str, Tensor] = {}
+        if step.global_step % args.regularize_every == 0:
+            if args.nf_coeff > 0:
+                extra = model.log_prior(z) if model.learn_top else 0.0
+                means["nf"] = nf_term(z, logdet + extra, args.nf_coeff, prior=args.use_prior and not model.learn_top,
+                                      levels=round(2 ** args.n_bits_x))
+            fd_terms = sums if args.fd_variant == "original" else means
+            x_in = model.flow_input(x)
+            if args.fd_coeff > 0:
+                like = x_global.new_empty((n_global, *x_in.shape[1:]))
+                d = step.local(fd_direction(like, args.fd_variant, step.generator))
+                fd_terms["fd"] = forward_fd(flow, x_in, z=z, coeff=args.fd_coeff, eps=args.fd_eps,
+                                            variant=args.fd_variant, direction=d)
+            if args.fd_inv_coeff > 0:
+                like = z.new_empty((n_global, *z.shape[1:]))
+                d = step.local(fd_direction(like, args.fd_variant, step.generator))
+                fd_terms["fd_inv"] = inverse_fd(flow, x_in, z=z, coeff=args.fd_inv_coeff, eps=args.fd_eps,
+                                                variant=args.fd_variant, direction=d)
+        objective = weight * (xent + sum(means.values())) + world * sum(sums.values())
+        optimizer.zero_grad(set_to_none=True)
+        objective.backward()
+    optimizer.step()
+    loss = xent + sum(means.values()) + sum(sums.values())
+    stats = measure.step_stats(z, logits, y, xent, xent + sum(means.values()))
+    stats.update({f"mean_{k}": float(v.detach()) * n for k, v in means.items()})
+    stats.update({f"sum_{k}": float(v.detach()) for k, v in sums.items()})
+    stats["sum_loss_part"] = float(sum(sums.values()).detach()) if sums else 0.0
+    result = run_check.result if run_check is not None else None
+    extra = {"local_loss": float(loss.detach()),
+             "grad_angle": result.angle if result is not None else None,
+             "grad_rel_error": result.rel_error if result is not None else None}
+    return stats, extra
+
+
+def _combine(parts: list[dict[str, float]]) -> dict[str, float]:
+    """Global-batch values of one step from every process's stats."""
+    row = measure.combine_step_stats(parts)
+    n = row["n"]
+    row["loss"] += sum(p["sum_loss_part"] for p in parts)
+    for name in ("nf", "fd", "fd_inv"):
+        if f"mean_{name}" in parts[0]:
+            row[f"{name}_term"] = sum(p[f"mean_{name}"] for p in parts) / n
+        elif f"sum_{name}" in parts[0]:
+            row[f"{name}_term"] = sum(p[f"sum_{name}"] for p in parts)
+    return row
+
+
+def _epoch_row(epoch: int, clock: Clock, lr: float, train: dict[str, float], test: dict[str, float]
+               ) -> dict[str, Any]:
+    row: dict[str, Any] = {"epoch": epoch, "time_elapsed": clock.elapsed(), "lr": lr, "train_loss": train["loss"],
+                           "test_loss": test["loss"], "train_acc": train["acc"], "test_acc": test["acc"]}
+    for split, values in (("train", train), ("test", test)):
+        row.update({f"mean_{split}_recons_error": values["recons_mean"],
+                    f"std_{split}_recons_error": values["recons_std"],
+                    f"max_{split}_recons_error": values["recons_max"],
+                    f"nonfinite_{split}_recons": values["recons_nonfinite"]})
+    return row
+
+
+def _final_metrics(model: INNClassifier, data: ClassifierData, args: argparse.Namespace,
+                   train: dict[str, float], test: dict[str, float], fixed: tuple[Tensor, Tensor]
+                   ) -> dict[str, Any]:
+    """The numbers a run ends with (computed on the main process; collectives happen before)."""
+    x_fixed, y_fixed = fixed
+    svd = measure.svd_stats(model, x_fixed[: args.svd_samples], inverse=True)
+    try:
+        grads = measure.gradient_agreement(model, x_fixed, y_fixed)
+    except (RuntimeError, ValueError) as exc:  # a flow too broken to differentiate
+        _log.warning("memory-saving gradient check failed: %s", exc)
+        grads = {"grad_angle": math.nan, "grad_rel_error": math.nan, "grad_finite": False}
+    worst_rel = max(train["recons_max_relative"], test["recons_max_relative"])
+    non_invertible = (not worst_rel <= measure.NONINVERTIBLE_RTOL) or train["recons_nonfinite"] > 0 \
+        or test["recons_nonfinite"] > 0
+    metrics: dict[str, Any] = {"test_acc": test["acc"], "test_loss": test["loss"], "train_acc": train["acc"],
+                               "train_loss": train["loss"]}
+    for split, values in (("train", train), ("test", test)):
+        for key in ("mean", "std", "max", "max_relative", "nonfinite"):
+            metrics[f"recons_{split}_{key}"] = values[f"recons_{key}"]
+    metrics.update({"cond_forward": svd.get("condition_num"), "sigma_max": svd.get("max_sv"),
+                    "sigma_min": svd.get("min_sv"), "cond_inverse": svd.get("inverse_condition_num"),
+                    "inverse_sigma_max": svd.get("inverse_max_sv"), "inverse_sigma_min": svd.get("inverse_min_sv"),
+                    "cond_forward_train_dtype": svd.get("condition_num_train_dtype"),
+                    "logdet_error": svd.get("logdet_error"), "svd_samples": min(args.svd_samples, len(x_fixed)),
+                    **grads, "non_invertible": bool(non_invertible),
+                    "noninvertible_rtol": measure.NONINVERTIBLE_RTOL})
+    return metrics
+
+
+_TRACKED = ("model", "optimizer", "scheduler", "meter", "clock")
+
+
+def _check_checkpoint(parts: dict[str, Any], model: INNClassifier, out: Any) -> None:
+    """Refuse a resume checkpoint that does not hold this run's model (before the run folder is touched)."""
+    where = f"{out}/checkpoints/latest.pt"
+    state = parts.get("state")
+    if not isinstance(state, dict) or "loop" not in parts or set(_TRACKED) - set(state):
+        raise CheckpointError(f"{where} is not a checkpoint of this study (it holds {sorted(parts)}); start afresh "
+                              "with --overwrite or choose another --out")
+    saved, own = state["model"], model.state_dict()
+    wrong = sorted(k for k in set(saved) | set(own) if k not in saved or k not in own
+                   or tuple(saved[k].shape) != tuple(own[k].shape))
+    if wrong:
+        raise CheckpointError(f"{where} holds another model: {len(wrong)} tensors differ in name or shape (first: "
+                              f"{wrong[0]}); start afresh with --overwrite or choose another --out")
+
+
+def _run(args: argparse.Namespace, device: torch.device) -> int:
+    # data and model first: a missing data set or an impossible architecture leaves no run folder behind
+    seed_everything(args.seed)
+    dtype = torch.float64 if args.dtype == "float64" else torch.float32
+    data = load(args, device, dtype)
+    model = build_model(args, data.shape, data.train.num_classes).to(device, dtype)
+    run = open_run(args.out, args, resume=args.resume, overwrite=args.overwrite, ignore=options.NON_RESULT,
+                   check_checkpoint=lambda parts: _check_checkpoint(parts, model, args.out))
+    try:
+        return _train(run, args, device, data, model)
+    finally:
+        run.close()
+
+
+def _train(run: Run, args: argparse.Namespace, device: torch.device, data: ClassifierData, model: INNClassifier
+           ) -> int:
+    main_process = distributed.is_main()
+    with torch.no_grad():  # data-dependent ActNorm initialisation on a seeded batch, the same on every process
+        model.eval()
+        model(data.init_batch(args.seed))
+        model.train()
+    if distributed.is_distributed():
+        distributed.convert_batchnorm(model)
+    flow: InvertibleModule = MemorySaving(model.flow, on_mismatch="ignore") if args.mem_saving else model.flow
+    optimizer = torch.optim.Adam(model.parameters(), lr=args.lr, weight_decay=args.wdecay)
+    milestones = list(args.lr_decay_epochs)  # MultiStepLR's state holds a Counter, which checkpoints refuse
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda epoch: args.lr_decay ** bisect.bisect_right(milestones, epoch))
+    meter, clock = Meter(), Clock()
+    loop = ResumableLoop(run, epochs=args.epochs, seed=args.seed, num_examples=len(data.train),
+                         batch_size=args.batch_size, checkpoint_every=args.checkpoint_every, desc="train")
+    loop.track(model=model, optimizer=optimizer, scheduler=scheduler, meter=meter, clock=clock)
+    try:
+        loop.restore()
+    except (ValueError, RuntimeError, KeyError, TypeError) as exc:
+        raise CheckpointError(f"{run.checkpoint_dir / 'latest.pt'} does not hold a checkpoint of this run's model "
+                              f"and cannot be resumed ({exc}); start afresh with --overwrite") from exc
+    net = distributed.wrap_model(_Net(model, flow), device, find_unused_parameters=model.learn_top)
+    logs = {"iteration": run.csv("iteration_log", ITERATION_FIELDS), "every_n": run.csv("every_N_log", EVERY_N_FIELDS),
+            "svd": run.csv("svd_log", SVD_FIELDS), "epoch": run.csv("epoch_log", EPOCH_FIELDS)}
+    fixed = data.fixed_batch()
+    flow_params = list(model.flow.parameters())
+
+    def measure_now(iteration: int, row: dict[str, Any], grad: dict[str, Any] | None) -> None:
+        """The every-N and SVD logs after ``iteration`` updates (main process only)."""
+        if not main_process:
+            return
+        log_now = iteration % args.log_every == 0
+        svd_now = not args.no_svd and iteration % args.svd_every == 0
+        if not (log_now or svd_now):
+            return
+        recons = measure.reconstruction_rows(model, fixed[0])
+        if log_now:
+            logs["every_n"].log(**{k: v for k, v in row.items() if k in EVERY_N_FIELDS}, **recons, **(grad or {}))
+        if svd_now:
+            svd = measure.svd_stats(model, fixed[0][: args.svd_samples], inverse=not args.no_inverse_svd)
+            logs["svd"].log(global_iteration=iteration, mean_recons_error=recons["mean_recons_error"], **svd)
+
+    if loop.global_step == 0 and loop.epoch == 0:  # a fresh start (or a resume before the first checkpoint)
+        run.save_checkpoint("init", model=model.state_dict())
+        measure_now(0, {"global_iteration": 0, "epoch": 0, "time_elapsed": clock.elapsed(),
+                        "lr": optimizer.param_groups[0]["lr"], **measure.tensor_stats("w", _flat(flow_params))},
+                    None)
+    status, last_eval = "completed", None
+    for epoch in loop.epochs():
+        last_eval = None
+        for step in loop.steps():
+            iteration = step.global_step + 1
+            check = args.mem_saving and iteration % args.log_every == 0
+            stats, extra = _train_step(net, model, flow, data, step, args, optimizer, check)
+            row = _combine(distributed.all_gather_objects(stats))
+            meter.add(count=row["n"], correct=row["correct"])
+            grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in flow_params]
+            row.update(global_iteration=iteration, epoch=epoch, time_elapsed=clock.elapsed(),
+                       lr=optimizer.param_groups[0]["lr"], train_acc=meter.means(reduce=False)["correct"],
+                       **measure.tensor_stats("w", _flat(flow_params)), **measure.tensor_stats("g", _flat(grads)))
+            logs["iteration"].log(**{k: v for k, v in row.items() if k in ITERATION_FIELDS})
+            loop.set_postfix(loss=row["loss"], acc=row["train_acc"])
+            if not math.isfinite(row["loss"]):
+                status = f"diverged: non-finite loss at iteration {iteration}"
+                _log.error("%s; stopping (as the original does)", status)
+                break
+            measure_now(iteration, row, {"grad_angle": extra["grad_angle"], "grad_rel_error": extra["grad_rel_error"]}
+                        if check else None)
+            if args.save_every and iteration % args.save_every == 0:
+                run.save_checkpoint(f"iter_{iteration}", model=model.state_dict())
+        if status != "completed":
+            break
+        if (epoch + 1) % args.eval_every == 0 or epoch + 1 == args.epochs:
+            train_eval = measure.evaluate(model, data.train, data.to_model)
+            test_eval = measure.evaluate(model, data.test, data.to_model)
+            logs["epoch"].log(**_epoch_row(epoch, clock, optimizer.param_groups[0]["lr"], train_eval, test_eval))
+            last_eval = (train_eval, test_eval)
+            _log.info("epoch %d/%d: train loss %.4f acc %.4f | test loss %.4f acc %.4f | test recon mean %.3g "
+                      "max %.3g", epoch + 1, args.epochs, train_eval["loss"], train_eval["acc"], test_eval["loss"],
+                      test_eval["acc"], test_eval["recons_mean"], test_eval["recons_max"])
+        meter.reset()
+        scheduler.step()
+
+    train_eval, test_eval = last_eval if last_eval is not None else (
+        measure.evaluate(model, data.train, data.to_model), measure.evaluate(model, data.test, data.to_model))
+    flat = _flat(list(model.parameters())).cpu()
+    spread = max(float((f - flat).abs().max()) for f in distributed.all_gather_objects(flat))
+    if main_process:
+        metrics = _final_metrics(model, data, args, train_eval, test_eval, fixed)
+        metrics.update(status=status, steps=loop.global_step, epochs=loop.epoch, seconds=clock.elapsed(),
+                       world_size=distributed.world_size(), rank_param_spread=spread,
+                       parameters=sum(p.numel() for p in model.parameters()),
+                       flow_parameters=sum(p.numel() for p in flow_params))
+        run.update_metrics(**metrics)
+        figures.make_plots(run.path, model, data, fixed[0], plot_iterations=args.plot_csv)
+        print(figures.summary(run.path, args, run.metrics, device))
+    distributed.barrier()
+    return 0 if status == "completed" else 1
+
+
+_USER_ERRORS = (ConfigError, DatasetNotFound, DataFormatError, RunExists, RunNotFound, ConfigMismatch,
+                CheckpointError, DeviceError)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run ``python -m experiments.classification`` with ``argv``; returns the exit status (0 ok, 1 diverged,
+    2 bad input)."""
+    args = options.parse(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    try:
+        device = resolve_device(args.device)
+        device = distributed.init_distributed(device).device
+        return _run(args, device)
+    except _USER_ERRORS as exc:
+        _log.debug("stopped by a user error", exc_info=True)
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    finally:
+        distributed.shutdown()
