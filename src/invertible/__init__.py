@@ -37,6 +37,8 @@ from .layers import (
     SpectralNormConv2d,
     SpectralNormLinear,
 )
+from . import memory, regularizers
+from .memory import MemorySaving
 
 __all__ = [
     "SCALE_FNS",
@@ -50,6 +52,7 @@ __all__ = [
     "Invertible1x1Conv",
     "InvertibleModule",
     "Logit",
+    "MemorySaving",
     "Partial",
     "Permutation",
     "Sequential",
