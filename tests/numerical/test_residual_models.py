@@ -40,11 +40,12 @@ def test_cifar10_configuration_has_the_published_structure(cifar_model: Residual
     assert blocks == 52
     assert len(sd) == 1642 - 5 * blocks
     assert sum(p.numel() for p in cifar_model.parameters()) == 25_174_233 - 2 * blocks
-    assert [len(stage) for stage in cifar_model.layers] == [35, 33, 40]  # chain indices 0..34, 0..32, 0..39
+    starts = cifar_model.level_starts
+    assert [b - a for a, b in zip(starts, starts[1:])] == [35, 33, 40]  # chain indices 0..34, 0..32, 0..39
     # spectral-norm vectors at their full size, allocated at construction (CHECKPOINTS.md §2.3 table)
     for level, size, first in ((0, 32, 2), (1, 16, 0), (2, 8, 0)):
         c = 3 * 4**level
-        prefix = f"layers.{level}.layers.{first}.nnet"
+        prefix = f"layers.{starts[level] + first}.nnet"
         conv_in, conv_out = (0, 4) if level == 0 else (1, 5)  # the very first block has no leading activation
         assert sd[f"{prefix}.{conv_in}.u"].shape == (512 * size * size,)
         assert sd[f"{prefix}.{conv_in}.v"].shape == (3072,)
@@ -52,24 +53,31 @@ def test_cifar10_configuration_has_the_published_structure(cifar_model: Residual
         assert sd[f"{prefix}.{conv_in + 2}.u"].shape == (512,)  # the 1x1 convolution
         assert sd[f"{prefix}.{conv_in}.weight"].shape == (512, c, 3, 3)
         assert torch.equal(sd[f"{prefix}.{conv_in}.spatial_dims"], torch.tensor([float(size)] * 2))
-    assert sd["layers.0.layers.4.nnet.0.beta"].shape == (1,)  # later blocks start with LipSwish
-    assert sd["layers.2.layers.32.nnet.nnet.1.weight"].shape == (128, 3072)
-    assert sd["layers.2.layers.39.fc_module.log_scale"].shape == (3072,)
+    assert sd["layers.4.nnet.0.beta"].shape == (1,)  # later blocks start with LipSwish
+    assert sd[f"layers.{starts[2] + 32}.nnet.nnet.1.weight"].shape == (128, 3072)
+    assert sd[f"layers.{starts[2] + 39}.fc_module.log_scale"].shape == (3072,)
     assert cifar_model.latent_shape == (48, 8, 8)
 
 
 def _as_rtqichen(model: ResidualFlow) -> dict[str, Tensor]:
     """Our state dict written with residual-flows' names and types (CHECKPOINTS.md §2.3)."""
     modules = dict(model.named_modules())
+    starts = model.level_starts
+
+    def theirs(name: str) -> str:  # layers.{k}.rest -> transforms.{s}.chain.{k - start_s}.rest
+        k, rest = re.match(r"^layers\.(\d+)(.*)$", name).groups()  # type: ignore[union-attr]
+        level = max(i for i, start in enumerate(starts[:-1]) if start <= int(k))
+        return f"transforms.{level}.chain.{int(k) - starts[level]}{rest}"
+
     out: dict[str, Tensor] = {}
     for key, value in model.state_dict().items():
         owner, _, leaf = key.rpartition(".")
         if isinstance(modules[owner], invertible.ActNorm):
             leaf = {"log_scale": "weight"}.get(leaf, leaf)
             value = value.long() if leaf == "initialized" else value
-        out[re.sub(r"^layers\.(\d+)\.layers\.(\d+)\.", r"transforms.\1.chain.\2.", f"{owner}.{leaf}")] = value
+        out[theirs(f"{owner}.{leaf}")] = value
     for name, _ in model.residual_blocks():
-        prefix = re.sub(r"^layers\.(\d+)\.layers\.(\d+)", r"transforms.\1.chain.\2", name)
+        prefix = theirs(name)
         out[f"{prefix}.geom_p"] = torch.tensor(0.0, dtype=DT)
         out[f"{prefix}.lamb"] = torch.tensor(2.0)
         for extra in ("last_n_samples", "last_firmom", "last_secmom"):

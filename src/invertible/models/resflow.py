@@ -9,7 +9,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from ..base import Bounds, InvertibleModule, Sequential
+from ..base import Bounds, InvertibleModule
 from ..layers import ActNorm, Logit, Squeeze
 from ..layers.activations import make_activation
 from ..layers.residual import InverseReport, ResidualBlock, branch_lipschitz
@@ -142,10 +142,11 @@ class ResidualFlow(_ResidualFlowMixin, Flow):
     the same with linear maps of width ``fc_hidden``. The log-likelihood is :meth:`~Flow.log_prob` of the
     logit-space flow; the latent keeps the shape ``(C_L, H_L, W_L)``.
 
-    Module paths mirror residual-flows' state-dict keys: ``transforms.{s}.chain.{j}.X`` there is
-    ``layers.{s}.layers.{j}.X`` here, with residual branches under ``nnet`` (``nnet.nnet`` for fully connected
-    ones), ActNorm's ``weight`` called ``log_scale``, and the flattened ActNorm under ``fc_module``;
-    :meth:`convert_rtqichen_state_dict` does the renaming. ``ResidualFlow(**RESFLOW_CIFAR10)`` is the
+    The layers form one flat :class:`~invertible.Sequential` (like Glow); level ``s`` occupies
+    ``layers[level_starts[s]:level_starts[s + 1]]``. Module paths mirror residual-flows' state-dict keys:
+    ``transforms.{s}.chain.{j}.X`` there is ``layers.{level_starts[s] + j}.X`` here, with residual branches under
+    ``nnet`` (``nnet.nnet`` for fully connected ones), ActNorm's ``weight`` called ``log_scale``, and the
+    flattened ActNorm under ``fc_module``; :meth:`convert_rtqichen_state_dict` does the renaming. ``ResidualFlow(**RESFLOW_CIFAR10)`` is the
     configuration of the pre-trained CIFAR-10 model (16-16-16 blocks, width 512, coefficient 0.98).
 
     Args:
@@ -210,7 +211,8 @@ class ResidualFlow(_ResidualFlowMixin, Flow):
         estimator = resflow_estimator() if logdet is None else LogDetEstimator.of(logdet)
         inverse = {"atol": atol, "rtol": rtol, "max_iter": max_iter, "on_failure": on_failure,
                    "logdet": estimator, **block_args}
-        stages: list[InvertibleModule] = []
+        layers: list[InvertibleModule] = []
+        starts: list[int] = []
         c, h, w = channels, height, width
         for level, count in enumerate(blocks):
             chain: list[InvertibleModule] = []
@@ -236,8 +238,10 @@ class ResidualFlow(_ResidualFlowMixin, Flow):
                 c, h, w = 4 * c, h // 2, w // 2
             if not chain:
                 raise ValueError(f"ResidualFlow: level {level} has no layers; give it at least one block")
-            stages.append(Sequential(*chain))
-        super().__init__(*stages, latent_shape=(c, h, w))
+            starts.append(len(layers))
+            layers += chain
+        super().__init__(*layers, latent_shape=(c, h, w))
+        self.level_starts = (*starts, len(layers))
         self.in_shape = tuple(in_shape)
         self.ranks = (4,)
         self.channels = channels
@@ -246,7 +250,7 @@ class ResidualFlow(_ResidualFlowMixin, Flow):
     def convert_rtqichen_state_dict(self, state_dict: dict[str, Tensor]) -> dict[str, Tensor]:
         """A residual-flows ``ResidualFlow`` state dict renamed and retyped for this model.
 
-        ``transforms.{s}.chain.{j}.`` becomes ``layers.{s}.layers.{j}.``; ActNorm ``weight`` becomes
+        ``transforms.{s}.chain.{j}.`` becomes ``layers.{level_starts[s] + j}.``; ActNorm ``weight`` becomes
         ``log_scale`` and its int64 ``initialized`` a bool; the estimator's own entries (``geom_p``, ``lamb``,
         ``last_n_samples``, ``last_firmom``, ``last_secmom``) are dropped, since the estimator is configured by
         ``logdet`` here. Keys that match nothing are kept, so ``load_state_dict(strict=True)`` names them.
@@ -255,7 +259,10 @@ class ResidualFlow(_ResidualFlowMixin, Flow):
         modules = dict(self.named_modules())
         out: dict[str, Tensor] = {}
         for key, value in state_dict.items():
-            new = re.sub(r"^transforms\.(\d+)\.chain\.(\d+)\.", r"layers.\1.layers.\2.", key)
+            match = re.match(r"^transforms\.(\d+)\.chain\.(\d+)\.(.*)$", key)
+            new = key
+            if match and int(match[1]) < len(self.level_starts) - 1:
+                new = f"layers.{self.level_starts[int(match[1])] + int(match[2])}.{match[3]}"
             owner, _, leaf = new.rpartition(".")
             if isinstance(modules.get(owner), ResidualBlock) and leaf in dropped:
                 continue
