@@ -1,0 +1,274 @@
+"""The stability analysis of the original's ``analyze.py``, over every kept snapshot of one or more model runs.
+
+Probe sets (the same images for every model and snapshot of a study, so curves compare directly):
+
+- ``data``: the first test images; ``gaussian``: ``clip(0.5 + N(0, 1), 0, 1)`` per pixel; ``rademacher``: each
+  pixel black or white; ``ood``: another data set (see :func:`~experiments.glow.data.ood_images`). All are
+  quantised to the data's grey levels and dequantised with a fixed seeded noise, like training images.
+- ``samples``: the model's own samples ``f^-1(z)`` at temperature 1 from one fixed ``z`` per study (split latents
+  included, i.e. drawn from the learned conditional priors), measured where they are finite.
+
+Measured per set (columns of ``analysis.csv``):
+
+- ``input_nonfinite``: share of inputs with a NaN/Inf pixel (non-zero only for samples: the original's "NaN
+  samples"); ``input_max_abs``: largest finite pixel magnitude (the data lie in ``[-0.5, 0.5)``);
+- ``bpd``: bits per dimension (mean over the finite values; ``bpd_nonfinite``: share of non-finite ones);
+- ``cond_median``/``cond_max``: condition number of the exact Jacobian of the whole flow (split latents included)
+  at the first ``--jacobian-samples`` inputs, computed on a float64 copy of the learned map (a float32 Jacobian
+  cannot resolve condition numbers beyond about 1e7); ``cond_train_dtype_max``: the same in the run's dtype;
+- ``logdet_error_max``: ``|log-det of the flow - slogdet of its autograd Jacobian|`` in the run's dtype, the
+  original's ``dlogdet``;
+- ``mse_1``/``mse_9`` (and ``_max``): mean squared distance to the input after 1 and after 9 round trips
+  ``x_k = f^-1(f(x_{k-1}))`` (the original's ``l2_0``/``l2_9``), means over the finite reconstructions, maxima
+  Inf where one is not finite; ``pad_9``: mean absolute distance in grey levels after 9 round trips (the original's
+  PAD); ``recon_nonfinite_1``/``_9``: share of inputs whose reconstruction is not finite.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Iterable, Mapping, Sequence
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from invertible import allow_nonfinite
+from invertible.diagnostics import jacobian_stats, repeated_round_trips
+from invertible.models import Flow, bits_per_dim
+
+from ..plots import image_grid, line_panels
+from ..runs import CsvLog, read_csv
+from .data import GlowData, noise_images, ood_images
+from .model import RunModel, snapshots
+
+__all__ = ["ANALYSIS_FIELDS", "PROBE_SETS", "Probes", "analyze_model", "analyze_runs", "finite_rows", "make_probes",
+           "measure_set", "model_bpd", "plot_analysis", "sample"]
+
+_log = logging.getLogger(__name__)
+
+#: The probe sets, in table order.
+PROBE_SETS = ("data", "samples", "gaussian", "rademacher", "ood")
+#: Columns of ``analysis.csv``.
+ANALYSIS_FIELDS = ["model", "step", "set", "n", "input_nonfinite", "input_max_abs", "bpd", "bpd_nonfinite",
+                   "cond_median", "cond_max", "cond_train_dtype_max", "logdet_error_max", "mse_1", "mse_1_max",
+                   "mse_9", "mse_9_max", "pad_9", "recon_nonfinite_1", "recon_nonfinite_9"]
+#: The offset added to the analysis seed, so probe noise differs from training noise.
+PROBE_SEED_OFFSET = 7919
+
+
+@dataclass
+class Probes:
+    """The fixed inputs of an analysis: model-space images per set, the latent of the samples, descriptions."""
+
+    sets: dict[str, Tensor]
+    z: Tensor
+    description: dict[str, str]
+
+
+def make_probes(data: GlowData, latent_shape: Sequence[int], n: int, seed: int, *, ood: str = "auto",
+                data_dir: Path = Path("data")) -> Probes:
+    """The probe sets of :data:`PROBE_SETS` with ``n`` images each, all drawn from ``seed``."""
+    g = torch.Generator().manual_seed(seed + PROBE_SEED_OFFSET)
+    levels: dict[str, Tensor] = {"data": data.test.images[:n]}
+    description = {"data": f"the first {min(n, len(data.test))} test images of {data.test.name}",
+                   "samples": "the model's samples at temperature 1 from a fixed z",
+                   "gaussian": "clip(0.5 + N(0, 1), 0, 1) per pixel, quantised",
+                   "rademacher": "each pixel the lowest or highest level with probability 1/2"}
+    levels["gaussian"] = noise_images("gaussian", n, data, g)
+    levels["rademacher"] = noise_images("rademacher", n, data, g)
+    found = ood_images(ood, n, data, g, data_dir=data_dir)
+    if found is not None:
+        levels["ood"], description["ood"] = found
+    z = torch.randn((n, *latent_shape), generator=g, dtype=torch.float64)
+    sets = {name: data.to_model(images, g) for name, images in levels.items()}
+    return Probes(sets, z.to(data.device, data.dtype), description)
+
+
+def sample(model: Flow, z: Tensor, temperature: float = 1.0) -> Tensor:
+    """``f^-1(T z)`` without gradients; non-finite samples are returned as they are."""
+    with torch.no_grad(), allow_nonfinite():
+        return model.inverse(z * temperature)[0]
+
+
+def model_bpd(model: Flow, x: Tensor, levels: int, chunk: int = 512) -> Tensor:
+    """Bits per dimension of each image (no gradients; non-finite values are kept)."""
+    out = []
+    with torch.no_grad(), allow_nonfinite():
+        for part in x.split(chunk):
+            out.append(bits_per_dim(model.log_prob(part), part[0].numel(), levels))
+    return torch.cat(out) if out else x.new_zeros(0)
+
+
+def _finite_mean(values: Tensor) -> float:
+    finite = values[torch.isfinite(values)].double()
+    return float(finite.mean()) if finite.numel() else math.nan
+
+
+def _max(values: Tensor) -> float:
+    return float(values.double().nan_to_num(nan=math.inf).max()) if values.numel() else math.nan
+
+
+def measure_set(model: Flow, x: Tensor, *, levels: int, to_levels: Callable[[Tensor], Tensor], jacobian_samples: int,
+                model64: Flow | None = None) -> dict[str, float]:
+    """The analysis columns (see the module docstring) of one probe set ``x`` under ``model`` (in eval mode)."""
+    ok = torch.isfinite(x.flatten(1)).all(dim=1)
+    row: dict[str, float] = {"input_nonfinite": float((~ok).double().mean()) if len(x) else math.nan}
+    finite_pixels = x[torch.isfinite(x)]
+    row["input_max_abs"] = float(finite_pixels.abs().max()) if finite_pixels.numel() else math.nan
+    x = x[ok]
+    row["n"] = float(len(x))
+    nan_columns = [c for c in ANALYSIS_FIELDS[6:] if c not in row]
+    if len(x) == 0:
+        return {**row, **{c: math.nan for c in nan_columns}}
+    bpd = model_bpd(model, x, levels)
+    row["bpd"] = _finite_mean(bpd)
+    row["bpd_nonfinite"] = float((~torch.isfinite(bpd)).double().mean())
+    trips = repeated_round_trips(model, x, passes=9, to_pixels=to_levels)
+    for k in (1, 9):
+        mse = trips.mse[k - 1]
+        row[f"mse_{k}"] = _finite_mean(mse)
+        row[f"mse_{k}_max"] = _max(mse)
+        row[f"recon_nonfinite_{k}"] = float((trips.nonfinite[k - 1] > 0).double().mean())
+    row["pad_9"] = _finite_mean(trips.pad[8])
+    xj = x[:jacobian_samples]
+    low = jacobian_stats(model, xj, inverse=False)
+    row["cond_train_dtype_max"] = _max(low.condition_number)
+    row["logdet_error_max"] = _max(low.logdet_error)
+    model64 = model64 if model64 is not None else copy.deepcopy(model).double()
+    high = jacobian_stats(model64, xj.double(), inverse=False)
+    cond = high.condition_number.nan_to_num(nan=math.inf)
+    row["cond_median"] = float(cond.median())
+    row["cond_max"] = _max(cond)
+    return row
+
+
+def analyze_model(model: Flow, probes: Probes, data: GlowData, *, jacobian_samples: int) -> dict[str, dict[str, Any]]:
+    """One row per probe set for one model state, and the samples themselves under ``"samples"`` of ``extra``."""
+    model.eval()
+    model64 = copy.deepcopy(model).double()
+    sets = dict(probes.sets)
+    sets["samples"] = sample(model, probes.z)
+    rows = {}
+    for name in PROBE_SETS:
+        if name in sets:
+            rows[name] = measure_set(model, sets[name], levels=data.levels, to_levels=data.to_levels,
+                                     jacobian_samples=jacobian_samples, model64=model64)
+    return rows
+
+
+def finite_rows(rows: Iterable[Mapping[str, str]], column: str) -> list[float]:
+    """The column's values of CSV rows as floats ('' and unparsable as NaN)."""
+    out = []
+    for r in rows:
+        try:
+            out.append(float(r[column]))
+        except (KeyError, ValueError):
+            out.append(math.nan)
+    return out
+
+
+def _recon_figure(model: Flow, probes: Probes, data: GlowData, out: Path, title: str, per_set: int = 8) -> None:
+    """Inputs of every probe set (8 each) above their reconstructions after 9 round trips and the differences."""
+    sets = dict(probes.sets)
+    sets["samples"] = sample(model, probes.z)
+    inputs, recons = [], []
+    with torch.no_grad(), allow_nonfinite():
+        for name in PROBE_SETS:
+            if name not in sets:
+                continue
+            x = sets[name][:per_set]
+            current = x
+            for _ in range(9):
+                current = model.inverse(model(current)[0])[0]
+            inputs.append(x)
+            recons.append(current)
+    image_grid(torch.cat(inputs).double().cpu(), torch.cat(recons).double().cpu(), out, ncol=per_set,
+               value_range=(-0.5, 0.5), title=f"{title}: {', '.join(n for n in PROBE_SETS if n in sets)} "
+                                               "(rows: input / after 9 round trips / |difference|)")
+
+
+def analyze_runs(runs: Sequence[RunModel], data: GlowData, out: Path, *, analysis_samples: int, jacobian_samples: int,
+                 ood: str, data_dir: Path, seed: int, device: torch.device,
+                 progress: Callable[[str], None] | None = None) -> list[dict[str, Any]]:
+    """Measure every snapshot of every run; write ``analysis.csv`` into each run and the combined one, the figures
+    and ``probes.json`` into ``out``; return the rows."""
+    if not runs:
+        raise ValueError("analyze_runs: no model runs to analyse")
+    latent = runs[0].build().latent_shape
+    probes = make_probes(data, latent, analysis_samples, seed, ood=ood, data_dir=data_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    combined_path = out / "analysis.csv"
+    combined_path.unlink(missing_ok=True)
+    combined = CsvLog(combined_path, ANALYSIS_FIELDS)
+    rows: list[dict[str, Any]] = []
+    try:
+        for run in runs:
+            own_path = run.path / "analysis.csv"
+            if own_path != combined_path:
+                own_path.unlink(missing_ok=True)
+            own = CsvLog(own_path, ANALYSIS_FIELDS) if own_path != combined_path else None
+            model = None
+            for snap in snapshots(run.path):
+                model = run.load(snap, device)
+                if progress is not None:
+                    progress(f"{run.name} step {snap.step}")
+                for name, values in analyze_model(model, probes, data, jacobian_samples=jacobian_samples).items():
+                    row = {"model": run.name, "step": snap.step, "set": name, **values}
+                    rows.append(row)
+                    combined.log(**row)
+                    if own is not None:
+                        own.log(**row)
+            if own is not None:
+                own.close()
+            if model is not None:
+                _recon_figure(model, probes, data, out / "plots" / f"recon_{run.name}.png",
+                              f"{run.name}, last snapshot")
+    finally:
+        combined.close()
+    from ..runs import _write_json  # the run folders' atomic JSON writer
+
+    _write_json(out / "probes.json", {"sets": probes.description, "analysis_samples": analysis_samples,
+                                      "jacobian_samples": jacobian_samples, "seed": seed})
+    plot_analysis(read_csv(combined_path), out / "plots")
+    return rows
+
+
+#: The figures of :func:`plot_analysis`: file name -> (column, title, log scale).
+FIGURES: dict[str, tuple[str, str, bool]] = {
+    "analysis_cond": ("cond_max", "condition number of the Jacobian (float64, max)", True),
+    "analysis_logdet_error": ("logdet_error_max", "log-det error (run dtype, max)", True),
+    "analysis_mse_9": ("mse_9_max", "MSE after 9 round trips (max)", True),
+    "analysis_recon_nonfinite": ("recon_nonfinite_9", "share of non-finite reconstructions (9 trips)", False),
+    "analysis_bpd": ("bpd", "bits per dimension", False),
+}
+
+
+def plot_analysis(rows: Sequence[Mapping[str, str]], folder: Path) -> list[Path]:
+    """One figure per quantity: a panel per probe set, a curve per model over the snapshots' steps; plus
+    ``analysis_samples.png`` (share of non-finite samples, largest sample magnitude)."""
+    models = list(dict.fromkeys(r["model"] for r in rows))
+    sets = [s for s in PROBE_SETS if any(r["set"] == s for r in rows)]
+    written = []
+
+    def curves(column: str, set_name: str) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+        out = {}
+        for m in models:
+            mine = [r for r in rows if r["model"] == m and r["set"] == set_name]
+            out[m] = (np.asarray(finite_rows(mine, "step")), np.asarray(finite_rows(mine, column)))
+        return out
+
+    for name, (column, title, log) in FIGURES.items():
+        path = folder / f"{name}.png"
+        line_panels({s: curves(column, s) for s in sets}, path, xlabel="training step", logy=log, title=title)
+        written.append(path)
+    path = folder / "analysis_samples.png"
+    line_panels({"share of non-finite samples": curves("input_nonfinite", "samples"),
+                 "largest |pixel| of the finite samples": curves("input_max_abs", "samples")},
+                path, xlabel="training step", logy=[False, True], title="the model's own samples (data: |x| < 0.5)")
+    written.append(path)
+    return written
