@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..base import Bounds, InvertibleModule, numel_per_channel, per_sample
@@ -97,8 +96,8 @@ class Invertible1x1Conv(InvertibleModule):
     def _mix(matrix: Tensor, x: Tensor) -> Tensor:
         if x.dim() == 2:
             return x @ matrix.T
-        if x.dim() == 4:
-            return F.conv2d(x, matrix[:, :, None, None])
+        # a batched matmul over the positions: for a few dozen channels about twice as fast as F.conv2d with a
+        # 1x1 kernel in forward and backward on CPU (benchmarks/layers.py), and the same map
         return torch.einsum("ij,bj...->bi...", matrix, x)
 
     def _forward(self, x: Tensor) -> tuple[Tensor, Tensor]:

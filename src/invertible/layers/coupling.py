@@ -35,7 +35,8 @@ def scale_and_log(
     ============== ======================================= ===================
     """
     if fn == "sigmoid":
-        return torch.sigmoid(h + shift), F.logsigmoid(h + shift)
+        z = h + shift
+        return torch.sigmoid(z), F.logsigmoid(z)
     if fn == "exp":
         return torch.exp(h), h
     if fn == "tanh_exp":
