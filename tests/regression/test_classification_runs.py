@@ -16,6 +16,7 @@ import pytest
 import torch
 
 from experiments.classification import main
+from experiments.classification.readme_runs import ALL_RUNS
 from experiments.classification.train import EPOCH_FIELDS, EVERY_N_FIELDS, ITERATION_FIELDS, SVD_FIELDS
 from experiments.runs import read_csv
 from experiments.training import capture_rng_state, restore_rng_state
@@ -210,3 +211,20 @@ def test_two_processes_under_torchrun_match_one_process(tmp_path: Path) -> None:
         for key in ("loss", "xentropy_loss", "train_acc", "g_norm", "z_norm"):
             assert float(row[key]) == pytest.approx(float(expected[key]), rel=1e-9), key
     assert {row["nf_term"] != "" for row in rows} == {True, False}  # regularized on every other iteration
+
+
+@pytest.mark.parametrize("name", list(ALL_RUNS))
+def test_each_readme_command_runs(name: str, tmp_path: Path) -> None:
+    """The README's commands (and the additive baselines), translated, each for three iterations."""
+    out = tmp_path / name
+    flags = [*ALL_RUNS[name], "--depth", "1", "--hidden-channels", "8", "--epochs", "1", "--batch-size", "512",
+             "--svd-samples", "1", "--log-every", "2", "--threads", "1"]
+    assert main([*flags, "--out", str(out)]) == 0
+    metrics = _metrics(out)
+    assert metrics["status"] == "completed" and metrics["steps"] == 3 and not metrics["non_invertible"]
+    rows = read_csv(out / "iteration_log.csv")
+    regularized = [r["global_iteration"] for r in rows if r["nf_term"] or r["fd_term"] or r["fd_inv_term"]]
+    expected = {"nf": ["1", "2", "3"], "fd": ["1"]}.get(name.rsplit("_", 1)[-1], [])  # FD: --regularize-every 10
+    assert regularized == expected
+    angle = read_csv(out / "every_N_log.csv")[1]["grad_angle"]  # checked only with --mem-saving
+    assert (angle != "") == name.endswith("_fd") and (angle == "" or float(angle) < 1e-3)

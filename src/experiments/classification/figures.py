@@ -18,7 +18,7 @@ from ..plots import image_grid, line_panels, plot_csv
 from ..runs import read_csv
 from .data import ClassifierData
 
-__all__ = ["make_plots", "summary", "columns"]
+__all__ = ["columns", "make_plots", "reconstruction_grid", "summary"]
 
 
 def columns(path: Path, x: str, *names: str) -> dict[str, tuple[np.ndarray, np.ndarray]]:
@@ -61,17 +61,7 @@ def make_plots(folder: Path, model: INNClassifier, data: ClassifierData, x_fixed
     line_panels(panels, plots / "stability.png", xlabel="iteration", logy=True, title=folder.name)
     written.append(plots / "stability.png")
 
-    x = x_fixed[:show]
-    was_training = model.training
-    model.eval()
-    try:
-        with torch.no_grad(), allow_nonfinite():
-            x_hat = model.decode(model(x)[1])
-    finally:
-        model.train(was_training)
-    image_grid(data.to_pixels(x).clamp(0, 1), data.to_pixels(x_hat).clamp(0, 1).where(torch.isfinite(x_hat), x_hat),
-               plots / "reconstructions.png", value_range=(0.0, 1.0),
-               title="fixed test images / reconstructions F^-1(F(x)) / |difference|")
+    reconstruction_grid(model, data, x_fixed, plots / "reconstructions.png", show=show)
     written.append(plots / "reconstructions.png")
 
     if plot_iterations:
@@ -79,6 +69,28 @@ def make_plots(folder: Path, model: INNClassifier, data: ClassifierData, x_fixed
                  plots / "iterations.png", x="global_iteration", logy=True)
         written.append(plots / "iterations.png")
     return written
+
+
+def reconstruction_grid(model: INNClassifier, data: ClassifierData, x_fixed: Tensor, out: Path, *, show: int = 16
+                        ) -> Path:
+    """Inputs, reconstructions ``F^-1(F(x))`` and differences: the first ``show / 2`` images of ``x_fixed`` and the
+    ``show / 2`` worst reconstructed ones (non-finite first, painted red)."""
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad(), allow_nonfinite():
+            x_all = model.decode(model(x_fixed)[1])
+    finally:
+        model.train(was_training)
+    error = (x_all - x_fixed).flatten(1).norm(dim=1).nan_to_num(nan=float("inf"))
+    half = min(show // 2, len(x_fixed))
+    worst = [int(i) for i in torch.argsort(error, descending=True, stable=True) if int(i) >= half][: show - half]
+    chosen = torch.tensor(list(range(half)) + worst, dtype=torch.long)
+    x, x_hat = x_fixed[chosen], x_all[chosen]
+    image_grid(data.to_pixels(x).clamp(0, 1), data.to_pixels(x_hat).clamp(0, 1).where(torch.isfinite(x_hat), x_hat),
+               out, value_range=(0.0, 1.0), title=f"fixed test images (first {half}, then the {len(worst)} worst "
+               "reconstructed) / F^-1(F(x)) / |difference|")
+    return out
 
 
 def _fmt(value: Any) -> str:
@@ -102,7 +114,8 @@ def summary(folder: Path, args: argparse.Namespace, metrics: Mapping[str, Any], 
         f"INN classifier on {args.dataset}: {args.coupling} coupling, {args.permutation} mixing, "
         f"{args.n_levels} levels x {args.depth} steps, {m.get('flow_parameters', 0):,} flow parameters",
         f"  status          {m.get('status')} after {m.get('steps')} iterations ({m.get('epochs')} epochs) in "
-        f"{int(minutes)}m{seconds:04.1f}s on {device} x {m.get('world_size', 1)}",
+        f"{int(minutes)}m{seconds:04.1f}s ({m.get('cpu_seconds', 0.0):.0f} CPU seconds) on {device} x "
+        f"{m.get('world_size', 1)}",
         f"  accuracy        test {_fmt(m.get('test_acc'))}   train {_fmt(m.get('train_acc'))}",
         f"  reconstruction  ||x - F^-1(F(x))|| in normalised input space, {args.dtype}:",
         f"                  train mean {_fmt(m.get('recons_train_mean'))} max {_fmt(m.get('recons_train_max'))} | "

@@ -54,19 +54,26 @@ class ConfigError(ValueError):
 
 
 class Clock:
-    """Wall time of the run, carried across resumptions (tracked in checkpoints)."""
+    """Wall and CPU time of the run (this process), carried across resumptions (tracked in checkpoints)."""
 
     def __init__(self) -> None:
-        self.offset, self.start = 0.0, time.time()
+        self.offset, self.cpu_offset = 0.0, 0.0
+        self.start, self.cpu_start = time.time(), time.process_time()
 
     def elapsed(self) -> float:
+        """Wall seconds so far."""
         return self.offset + time.time() - self.start
 
+    def cpu(self) -> float:
+        """CPU seconds of this process so far (all its threads)."""
+        return self.cpu_offset + time.process_time() - self.cpu_start
+
     def state_dict(self) -> dict[str, float]:
-        return {"elapsed": self.elapsed()}
+        return {"elapsed": self.elapsed(), "cpu": self.cpu()}
 
     def load_state_dict(self, state: dict[str, float]) -> None:
-        self.offset, self.start = float(state["elapsed"]), time.time()
+        self.offset, self.cpu_offset = float(state["elapsed"]), float(state.get("cpu", 0.0))
+        self.start, self.cpu_start = time.time(), time.process_time()
 
 
 class _Net(nn.Module):
@@ -324,6 +331,7 @@ def _train(run: Run, args: argparse.Namespace, device: torch.device, data: Class
     if main_process:
         metrics = _final_metrics(model, data, args, train_eval, test_eval, fixed)
         metrics.update(status=status, steps=loop.global_step, epochs=loop.epoch, seconds=clock.elapsed(),
+                       cpu_seconds=clock.cpu(),
                        world_size=distributed.world_size(), rank_param_spread=spread,
                        parameters=sum(p.numel() for p in model.parameters()),
                        flow_parameters=sum(p.numel() for p in flow_params))
