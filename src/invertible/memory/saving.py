@@ -54,7 +54,9 @@ class MemorySaving(InvertibleModule):
 
     The wrapped flow is ``ms.flow``; save and load its ``state_dict`` (the wrapper's own keys carry a
     ``flow.`` prefix). Call ``backward()`` before ``optimizer.step()``: a parameter changed in between is
-    refused.
+    refused. Change parameters with ordinary in-place operations (optimizers do), not through ``.data``: the
+    no-grad forward uses cached inverse matrices (1x1 convolutions), which are keyed on version counters that
+    ``.data`` writes do not bump.
 
     Example:
         >>> import torch, invertible
