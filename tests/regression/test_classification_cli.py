@@ -65,7 +65,8 @@ def test_paper_defaults_on_cifar10_and_small_defaults_on_digits() -> None:
         4, True, 8.0, -1.0, 1)
     digits = parse(["--out", "o"])
     assert digits.dataset == "digits" and digits.depth == DATASET_DEFAULTS["digits"]["depth"]
-    assert digits.lr_decay_epochs == [round(f * digits.epochs) for f in (0.3, 0.6, 0.8)]
+    assert (digits.epochs, digits.batch_size, digits.lr, digits.lr_decay_epochs) == (10, 32, 1e-3, [])
+    assert parse(["--out", "o", "--epochs", "20", "--lr-decay-epochs", "5", "15"]).lr_decay_epochs == [5, 15]
     assert digits.n_bits_x == pytest.approx(torch.log2(torch.tensor(17.0)).item())
     fashion = parse(["--dataset", "fashion-mnist", "--out", "o", "--epochs", "10", "--no-hflip"])
     assert (fashion.pad_to, fashion.hflip, fashion.lr_decay_epochs) == (32, False, [3, 6, 8])

@@ -105,6 +105,12 @@ def _flat(tensors: list[Tensor]) -> Tensor:
     return torch.cat([t.detach().flatten() for t in tensors])
 
 
+def _direction(shape: tuple[int, ...], like: Tensor, variant: str, generator: torch.Generator) -> Tensor:
+    """Finite-difference directions for the global batch, drawn on the CPU with the step's generator (the same
+    numbers on any device and for any number of processes), then moved to ``like``'s device."""
+    return fd_direction(torch.empty(shape, dtype=like.dtype), variant, generator).to(like.device)
+
+
 def _train_step(net: nn.Module, model: INNClassifier, flow: InvertibleModule, data: ClassifierData, step: Step,
                 args: argparse.Namespace, optimizer: torch.optim.Optimizer, check: bool
                 ) -> tuple[dict[str, float], dict[str, Any]]:
@@ -128,13 +134,11 @@ def _train_step(net: nn.Module, model: INNClassifier, flow: InvertibleModule, da
             fd_terms = sums if args.fd_variant == "original" else means
             x_in = model.flow_input(x)
             if args.fd_coeff > 0:
-                like = x_global.new_empty((n_global, *x_in.shape[1:]))
-                d = step.local(fd_direction(like, args.fd_variant, step.generator))
+                d = step.local(_direction((n_global, *x_in.shape[1:]), x_in, args.fd_variant, step.generator))
                 fd_terms["fd"] = forward_fd(flow, x_in, z=z, coeff=args.fd_coeff, eps=args.fd_eps,
                                             variant=args.fd_variant, direction=d)
             if args.fd_inv_coeff > 0:
-                like = z.new_empty((n_global, *z.shape[1:]))
-                d = step.local(fd_direction(like, args.fd_variant, step.generator))
+                d = step.local(_direction((n_global, *z.shape[1:]), z, args.fd_variant, step.generator))
                 fd_terms["fd_inv"] = inverse_fd(flow, x_in, z=z, coeff=args.fd_inv_coeff, eps=args.fd_eps,
                                                 variant=args.fd_variant, direction=d)
         objective = weight * (xent + sum(means.values())) + world * sum(sums.values())
