@@ -144,7 +144,7 @@ def train_variant(run: Run, args: argparse.Namespace, spec: options.Variant, dat
                 opt_d.zero_grad(set_to_none=True)
                 d_total.backward()
                 opt_d.step()
-                row.update(d_loss=float(d_loss), gp=float(gp), d_real_acc=float((logits_real > 0).double().mean()),
+                row.update(d_loss=d_loss.item(), gp=gp.item(), d_real_acc=float((logits_real > 0).double().mean()),
                            d_fake_acc=float((logits_fake < 0).double().mean()))
             flow_loss = real.new_zeros(())
             if spec.gan:
@@ -155,7 +155,7 @@ def train_variant(run: Run, args: argparse.Namespace, spec: options.Variant, dat
                 g_loss = F.binary_cross_entropy_with_logits(logits, torch.ones_like(logits))
                 disc.requires_grad_(True)
                 flow_loss = flow_loss + spec.gan * g_loss
-                row["g_loss"] = float(g_loss)
+                row["g_loss"] = g_loss.item()
             if spec.mle:
                 log_p = model.log_prob(real)  # nats per image, as the original's prior + logdet sums
                 flow_loss = flow_loss + spec.mle * (-log_p.mean())
