@@ -203,9 +203,11 @@ def extreme_singular_values(
     """``sigma_max`` and ``sigma_min`` of the forward Jacobian at each sample, exactly or matrix-free.
 
     Args:
-        method: ``"exact"`` (full Jacobian and SVD), ``"lanczos"`` (:func:`estimate_sigma_max` on the forward map
-            for ``sigma_max`` and on the inverse map at ``f(x)`` for ``1 / sigma_min``), or ``"auto"``: exact when
-            the entries per sample are at most ``max_exact_dims``.
+        method: ``"exact"`` (full Jacobians and SVDs), ``"lanczos"`` (:func:`estimate_sigma_max`), or ``"auto"``:
+            exact when the entries per sample are at most ``max_exact_dims``. Both take ``sigma_max`` from the
+            forward map and ``1 / sigma_min`` as the largest singular value of the inverse map's Jacobian at
+            ``f(x)``: a largest singular value is computed to full relative accuracy, whereas the smallest one of
+            the forward Jacobian is lost in round-off once the condition number nears ``1 / eps``.
         max_iter, rtol, generator: passed to :func:`estimate_sigma_max`.
 
     Example:
@@ -224,7 +226,8 @@ def extreme_singular_values(
     with eval_mode(module, eval):
         if method == "exact":
             sv = singular_values(module, x, eval=False)
-            return ExtremeSingularValues(sv[:, 0], sv[:, -1], "exact")
+            sv_inv = singular_values(module, x, direction="inverse", eval=False)
+            return ExtremeSingularValues(sv[:, 0], 1.0 / sv_inv[:, 0], "exact")
         with torch.no_grad(), allow_nonfinite():
             y = module(x)[0]
         with allow_nonfinite():
