@@ -40,6 +40,11 @@ from .layers import (
 from . import memory, regularizers
 from .memory import MemorySaving
 
+from . import attack, bounds, diagnostics, monitor
+from .attack import invertibility_attack
+from .bounds import stability_report
+from .monitor import StabilityMonitor
+
 __all__ = [
     "SCALE_FNS",
     "ActNorm",
@@ -61,6 +66,10 @@ __all__ = [
     "allow_nonfinite",
     "compose_bounds",
     "iterative_inverse",
+    # stability toolkit
+    "StabilityMonitor",
+    "invertibility_attack",
+    "stability_report",
     # residual flows
     "ConvergenceError",
     "ConvergenceWarning",
