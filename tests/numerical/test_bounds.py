@@ -148,7 +148,8 @@ def test_interval_bounds_contain_every_sampled_output(name: str) -> None:
 
 
 def test_interval_bounds_refuse_modules_they_do_not_know() -> None:
-    assert interval_bounds(nn.Sequential(nn.Linear(2, 2), nn.Softmax(dim=1)), torch.zeros(1, 2), torch.ones(1, 2)) is None
+    net = nn.Sequential(nn.Linear(2, 2), nn.Softmax(dim=1))
+    assert interval_bounds(net, torch.zeros(1, 2), torch.ones(1, 2)) is None
 
 
 @pytest.mark.parametrize("fn", invertible.SCALE_FNS)

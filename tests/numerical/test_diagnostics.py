@@ -78,7 +78,8 @@ def test_nan_and_inf_entries_are_counted_per_sample_not_refused() -> None:
     x[3, 1, :] = 1e308
     stats = reconstruction_error(layer, x)
     with torch.no_grad():
-        x_hat = (x * torch.tensor([0.0, 2.0], dtype=F64).view(1, 2, 1)) / torch.tensor([0.0, 2.0], dtype=F64).view(1, 2, 1)
+        scale = torch.tensor([0.0, 2.0], dtype=F64).view(1, 2, 1)
+        x_hat = (x * scale) / scale
     expect_nan = np.isnan(x_hat.numpy()).reshape(4, -1).sum(1)
     expect_inf = np.isinf(x_hat.numpy()).reshape(4, -1).sum(1)
     assert stats.nan.tolist() == expect_nan.tolist() == [3, 3, 3, 3]

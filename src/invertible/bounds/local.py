@@ -80,7 +80,8 @@ def _ibp(module: nn.Module, c: Tensor, r: Tensor) -> tuple[Tensor, Tensor] | Non
     elif isinstance(module, nn.SiLU):
         f_lo, f_hi = F.silu(lo), F.silu(hi)
         inside = (lo <= _SILU_ARGMIN) & (hi >= _SILU_ARGMIN)
-        lo, hi = torch.where(inside, torch.full_like(lo, _SILU_MIN), torch.minimum(f_lo, f_hi)), torch.maximum(f_lo, f_hi)
+        lo = torch.where(inside, torch.full_like(lo, _SILU_MIN), torch.minimum(f_lo, f_hi))
+        hi = torch.maximum(f_lo, f_hi)
     else:
         return None
     return (lo + hi) / 2, (hi - lo) / 2
