@@ -9,6 +9,7 @@ Usage::
 
     python -m experiments.reports.classification                  # all settings, about an hour on 2 cores
     python -m experiments.reports.classification --settings digits
+    python -m experiments.reports.classification --settings digits --only affine_conv_nf_scaled additive_shuffle
     python -m experiments.reports.classification --report-only
 """
 
@@ -34,7 +35,7 @@ from ..classification.reload import load_run
 from ..plots import line_panels
 from ..runs import read_csv
 
-__all__ = ["SETTINGS", "Setting", "main"]
+__all__ = ["SETTINGS", "Setting", "main", "regularizer", "run_all", "write_report"]
 
 
 #: The README's NF weight 1e-5 was set for CIFAR-10's D = 3072 dimensions; the NF objective sums over dimensions,
@@ -94,12 +95,28 @@ COLUMNS = [("test acc", "test_acc", "{:.3f}"), ("recon train mean", "recons_trai
            ("recon test max", "recons_test_max", "{:.2g}"), ("non-finite test", "recons_test_nonfinite", "{:.1%}"),
            ("κ fwd", "cond_forward", "{:.2g}"), ("κ inv", "cond_inverse", "{:.2g}"),
            ("σ_min", "sigma_min", "{:.2g}"), ("mem-saving grad angle", "grad_angle", "{:.2g}"),
-           ("non-invertible", "non_invertible", "{}"), ("CPU time", "cpu_seconds", "{:.0f} s")]
+           ("non-invertible", "non_invertible", "{}"), ("CPU time", "cpu_seconds", "{:.0f} s"),
+           ("wall time", "seconds", "{:.0f} s")]
 
 
 def _runs(setting: Setting) -> dict[str, list[str]]:
     chosen = {k: v for k, v in ALL_RUNS.items() if setting.only is None or k in setting.only}
     return {**chosen, **setting.extra_runs}
+
+
+def _selected(setting: Setting, only: Sequence[str] | None) -> dict[str, list[str]]:
+    """The runs of ``setting`` to train: all of them, or those named in ``only`` in the order given there."""
+    runs = _runs(setting)
+    return runs if only is None else {n: runs[n] for n in only if n in runs}
+
+
+def _command(python: str, flags: list[str], setting: Setting, out: Path, resume: bool) -> list[str]:
+    cmd = [python, "-m", "experiments.classification", *flags, *setting.flags, "--out", str(out), "--threads", "1"]
+    if resume:
+        cmd.append("--resume")
+    elif out.exists():
+        cmd.append("--overwrite")
+    return cmd
 
 
 def _value(metrics: dict[str, Any], key: str, fmt: str) -> str:
@@ -115,24 +132,29 @@ def _value(metrics: dict[str, Any], key: str, fmt: str) -> str:
     return fmt.format(value)
 
 
-def run_all(root: Path, settings: Sequence[Setting], python: str = sys.executable) -> dict[str, float]:
-    """Train every configuration that has no metrics.json yet; returns wall seconds per run."""
+def run_all(root: Path, settings: Sequence[Setting], python: str = sys.executable,
+            only: Sequence[str] | None = None) -> dict[str, float]:
+    """Train every configuration (or those named in ``only``) that has no metrics.json yet, one process at a
+    time; returns wall seconds per run. An interrupted run is resumed; one that cannot be resumed (its stored
+    config differs from today's defaults) is started again from scratch."""
     times = {}
     for setting in settings:
-        for name, flags in _runs(setting).items():
+        for name, flags in _selected(setting, only).items():
             out = root / setting.name / name
             if (out / "metrics.json").is_file():
                 continue
-            cmd = [python, "-m", "experiments.classification", *flags, *setting.flags, "--out", str(out),
-                   "--threads", "1"]
-            if (out / "checkpoints" / "latest.pt").is_file():
-                cmd.append("--resume")  # an interrupted report: continue the run where it stopped
-            elif out.exists():
-                cmd.append("--overwrite")
-            print(f"[{setting.name}] {name}: {' '.join(cmd[2:])}", flush=True)
+            resume = (out / "checkpoints" / "latest.pt").is_file()  # an interrupted report: continue the run
             start = time.time()
-            with open(root / f"{setting.name}-{name}.log", "w") as log:
-                code = subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT).returncode
+            while True:
+                cmd = _command(python, flags, setting, out, resume)
+                print(f"[{setting.name}] {name}: {' '.join(cmd[2:])}", flush=True)
+                log_path = root / f"{setting.name}-{name}.log"
+                with open(log_path, "w") as log:
+                    code = subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT).returncode
+                if not (resume and code == 2 and "cannot resume" in log_path.read_text()):
+                    break
+                print("    cannot resume (the stored config differs): starting it again", flush=True)
+                resume = False
             times[f"{setting.name}/{name}"] = time.time() - start
             print(f"    exit {code} after {times[f'{setting.name}/{name}']:.0f} s", flush=True)
     return times
@@ -145,23 +167,39 @@ def _curve(path: Path, x: str, y: str) -> tuple[np.ndarray, np.ndarray]:
     return np.asarray(xs, dtype=float), np.asarray(ys, dtype=float)
 
 
+def _metrics(root: Path, setting: Setting, name: str) -> dict[str, Any] | None:
+    path = root / setting.name / name / "metrics.json"
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def _family(name: str) -> str:
+    """The channel mixing a run's name says (``conv`` or ``shuffle``): each family gets its own figure."""
+    return "conv" if "_conv" in name else "shuffle"
+
+
 def figures(root: Path, setting: Setting, docs: Path) -> list[Path]:
-    """Comparison figure of one setting, and the reconstruction pictures of its affine 1x1-conv runs."""
+    """One comparison figure per channel mixing (conv, shuffle) of one setting, and the reconstruction pictures
+    of its affine 1x1-conv runs."""
     folder = docs / "classification"
     folder.mkdir(parents=True, exist_ok=True)
-    names = [n for n in _runs(setting) if (root / setting.name / n / "metrics.json").is_file()]
-    recon, cond, acc = {}, {}, {}
-    for n in names:
-        run = root / setting.name / n
-        recon[n] = _curve(run / "every_N_log.csv", "global_iteration", "max_recons_error")
-        cond[n] = _curve(run / "svd_log.csv", "global_iteration", "condition_num")
-        epochs, values = _curve(run / "epoch_log.csv", "epoch", "test_acc")
-        acc[n] = (epochs + 1, values)
-    out = folder / f"{setting.name}_stability.png"
-    line_panels({"max reconstruction error, fixed test batch": recon, "κ of J_F (float64, worst of 8 test images)":
-                 cond, "test accuracy": acc}, out, xlabel="iteration (accuracy: epochs)", logy=[True, True, False],
-                title=setting.title)
-    written = [out]
+    names = [n for n in _runs(setting) if _metrics(root, setting, n) is not None]
+    written = []
+    for family in ("conv", "shuffle"):
+        recon, cond, acc = {}, {}, {}
+        for n in (n for n in names if _family(n) == family):
+            run = root / setting.name / n
+            recon[n] = _curve(run / "every_N_log.csv", "global_iteration", "max_recons_error")
+            cond[n] = _curve(run / "svd_log.csv", "global_iteration", "condition_num")
+            epochs, values = _curve(run / "epoch_log.csv", "epoch", "test_acc")
+            acc[n] = (epochs + 1, values)
+        if not recon:
+            continue
+        out = folder / f"{setting.name}_{family}.png"
+        line_panels({"max reconstruction error, fixed test batch": recon,
+                     "κ of J_F (float64, worst of 8 test images)": cond, "test accuracy": acc}, out,
+                    xlabel="iteration (accuracy: epochs)", logy=[True, True, False],
+                    title=f"{setting.name}, {family} mixing: {setting.title}")
+        written.append(out)
     for n in PICTURES:
         run = root / setting.name / n
         if (run / "metrics.json").is_file():
@@ -171,18 +209,68 @@ def figures(root: Path, setting: Setting, docs: Path) -> list[Path]:
     return written
 
 
+def _flag(flags: list[str], name: str) -> str | None:
+    return flags[flags.index(name) + 1] if name in flags else None
+
+
+def regularizer(flags: list[str]) -> str:
+    """What a run adds to plain training, in words (``"–"`` for nothing)."""
+    parts = []
+    if (nf := _flag(flags, "--nf-coeff")) is not None and float(nf) > 0:
+        parts.append(f"NF {float(nf):.2g}")
+    fd, fd_inv = _flag(flags, "--fd-coeff"), _flag(flags, "--fd-inv-coeff")
+    if fd is not None or fd_inv is not None:
+        variant = _flag(flags, "--fd-variant") or "intended"
+        parts.append(f"FD {float(fd or 0):.2g}/{float(fd_inv or 0):.2g} ({variant}, every "
+                     f"{_flag(flags, '--regularize-every') or 1})")
+    if "--mem-saving" in flags:
+        parts.append("mem-saving")
+    if (dtype := _flag(flags, "--dtype")) is not None:
+        parts.append(dtype)
+    return ", ".join(parts) or "–"
+
+
 def table(root: Path, setting: Setting) -> list[str]:
     """The markdown table of one setting."""
-    lines = ["| run | " + " | ".join(c[0] for c in COLUMNS) + " |", "|---" * (len(COLUMNS) + 1) + "|"]
-    for name in _runs(setting):
-        path = root / setting.name / name / "metrics.json"
-        if not path.is_file():
-            lines.append(f"| {name} | " + " | ".join("not run" for _ in COLUMNS) + " |")
+    head = ["run", "added to training", *(c[0] for c in COLUMNS)]
+    lines = ["| " + " | ".join(head) + " |", "|---" * len(head) + "|"]
+    for name, flags in _runs(setting).items():
+        metrics = _metrics(root, setting, name)
+        if metrics is None:
+            lines.append(f"| {name} | {regularizer(flags)} | " + " | ".join("not run" for _ in COLUMNS) + " |")
             continue
-        metrics = json.loads(path.read_text())
         status = "" if metrics.get("status") == "completed" else f" ({metrics.get('status')})"
-        lines.append(f"| {name}{status} | " + " | ".join(_value(metrics, k, f) for _, k, f in COLUMNS) + " |")
+        lines.append(f"| {name}{status} | {regularizer(flags)} | "
+                     + " | ".join(_value(metrics, k, f) for _, k, f in COLUMNS) + " |")
     return lines
+
+
+def status_lines(root: Path, setting: Setting) -> list[str]:
+    """Plain statements, measured: which runs lost their inverse, which did not finish, which were not run."""
+    rows: dict[str, list[str]] = {"non-invertible": [], "invertible": [], "stopped": [], "missing": []}
+    for name in _runs(setting):
+        metrics = _metrics(root, setting, name)
+        if metrics is None:
+            rows["missing"].append(f"`{name}`")
+            continue
+        if metrics.get("status") != "completed":
+            rows["stopped"].append(f"`{name}` ({metrics.get('status')})")
+        worst = _value(metrics, "recons_test_max", "{:.2g}")
+        kappa = _value(metrics, "cond_inverse", "{:.2g}")
+        rows["non-invertible" if metrics.get("non_invertible") else "invertible"].append(
+            f"`{name}` (test max {worst}, κ {kappa})")
+    words = {"non-invertible": "Numerically non-invertible at the end", "invertible": "Invertible at the end",
+             "stopped": "Did not complete", "missing": "Not run (no finished run folder)"}
+    return [f"- {words[k]}: " + ", ".join(v) + "." for k, v in rows.items() if v]
+
+
+def _run_times(root: Path, setting: Setting) -> str:
+    seconds = [m["seconds"] for n in _runs(setting) if (m := _metrics(root, setting, n)) and "seconds" in m]
+    if not seconds:
+        return ""
+    low, high = min(seconds) / 60, max(seconds) / 60
+    return (f"{len(seconds)} finished run folders; wall time per run {low:.0f}–{high:.0f} min on a shared 2-core "
+            "machine (one thread each; the CPU time column is the process's own).")
 
 
 def write_report(root: Path, docs: Path, settings: Sequence[Setting], total_seconds: float | None) -> Path:
@@ -196,10 +284,11 @@ def write_report(root: Path, docs: Path, settings: Sequence[Setting], total_seco
              "", *INTRO, ""]
     for setting in settings:
         lines += [f"## Setting `{setting.name}`: {setting.title}", "",
-                  "Flags added to every run: `" + " ".join(setting.flags) + "`", "", *table(root, setting), ""]
+                  "Flags added to every run: `" + " ".join(setting.flags) + "`. " + _run_times(root, setting), "",
+                  *table(root, setting), "", *status_lines(root, setting), ""]
         for path in figures(root, setting, docs):
             lines.append(f"![{path.stem}](classification/{path.name})")
-        lines.append("")
+            lines.append("")
     lines += FINDINGS
     out = docs / "classification.md"
     out.write_text("\n".join(lines) + "\n")
@@ -215,12 +304,20 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help="Folder of the run folders (default: %(default)s).")
     parser.add_argument("--docs", type=Path, default=Path("docs/results"),
                         help="Folder the report goes to (default: %(default)s).")
+    parser.add_argument("--only", nargs="+", metavar="RUN",
+                        help="Train only these configurations of the chosen settings, in this order (e.g. "
+                             "affine_conv_nf_scaled additive_shuffle); the report still lists every one.")
     parser.add_argument("--report-only", action="store_true", help="Only rewrite the report from existing runs.")
     args = parser.parse_args(argv)
     settings = [SETTINGS[s] for s in args.settings]
+    if args.only:
+        known = {n for s in settings for n in _runs(s)}
+        unknown = [n for n in args.only if n not in known]
+        if unknown:
+            parser.error(f"--only: unknown run(s) {', '.join(unknown)}; choose from {', '.join(sorted(known))}")
     args.runs.mkdir(parents=True, exist_ok=True)
     start = time.time()
-    times = {} if args.report_only else run_all(args.runs, settings)
+    times = {} if args.report_only else run_all(args.runs, settings, only=args.only)
     out = write_report(args.runs, args.docs, settings, time.time() - start if times else None)
     print(f"wrote {out}")
     return 0
