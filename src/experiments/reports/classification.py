@@ -28,6 +28,9 @@ from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
+import torch
+
+from invertible.regularizers import nf_term
 
 from ..classification.figures import reconstruction_grid
 from ..classification.readme_runs import ALL_RUNS
@@ -35,7 +38,7 @@ from ..classification.reload import load_run
 from ..plots import line_panels
 from ..runs import read_csv
 
-__all__ = ["SETTINGS", "Setting", "main", "regularizer", "run_all", "write_report"]
+__all__ = ["SETTINGS", "Setting", "main", "nf_pull", "regularizer", "run_all", "write_report"]
 
 
 #: The README's NF weight 1e-5 was set for CIFAR-10's D = 3072 dimensions; the NF objective sums over dimensions,
@@ -264,6 +267,46 @@ def status_lines(root: Path, setting: Setting) -> list[str]:
     return [f"- {words[k]}: " + ", ".join(v) + "." for k, v in rows.items() if v]
 
 
+#: The NF-regularized runs whose pull on the flow is measured (gradient norms at the first and last checkpoint).
+NF_RUNS = ("affine_conv_nf", "affine_conv_nf_scaled", "affine_shuffle_nf", "affine_shuffle_nf_scaled")
+
+
+def nf_pull(folder: Path, checkpoint: str, batch: int = 128) -> dict[str, float]:
+    """How hard a run's NF term pulls on the flow beside the cross-entropy, at one checkpoint: the negative
+    log-likelihood per image (nats), and ``||coeff * grad NLL|| / ||grad cross-entropy||`` over the flow's
+    parameters on the first ``batch`` training images (training mode, as in a training step)."""
+    args, data, model = load_run(folder, checkpoint)
+    model.train()
+    x = data.to_model(data.train.images[:batch])
+    y = data.train.labels[:batch].to(x.device)
+    params = [p for p in model.flow.parameters() if p.requires_grad]
+    logits, z, logdet = model(x)
+    nll = nf_term(z, logdet, 1.0, prior=args.use_prior, levels=round(2 ** args.n_bits_x))
+    norms = []
+    for loss in (model.loss(logits, y), nll):
+        grads = torch.autograd.grad(loss, params, retain_graph=True, allow_unused=True)
+        norms.append(math.sqrt(sum(float(g.pow(2).sum()) for g in grads if g is not None)))
+    return {"coeff": args.nf_coeff, "nll": float(nll.detach()), "ratio": args.nf_coeff * norms[1] / norms[0]}
+
+
+def nf_table(root: Path, setting: Setting) -> list[str]:
+    """The NF term's pull at the start and the end of each finished NF run of ``setting`` (empty if none)."""
+    lines = []
+    for name in NF_RUNS:
+        if _metrics(root, setting, name) is None:
+            continue
+        start, end = (nf_pull(root / setting.name / name, c) for c in ("init", "latest"))
+        lines.append(f"| {name} | {start['coeff']:.2g} | {start['nll']:.0f} | {end['nll']:.0f} | "
+                     f"{start['ratio']:.2g} | {end['ratio']:.2g} |")
+    if not lines:
+        return []
+    return ["The NF term's pull on the flow (first 128 training images; NLL in nats per image, with the "
+            "discretisation constant; pull = `||coeff * grad NLL|| / ||grad cross-entropy||` over the flow's "
+            "parameters):", "",
+            "| run | NF weight | NLL at start | NLL at end | pull at start | pull at end |", "|---" * 6 + "|",
+            *lines, ""]
+
+
 def _run_times(root: Path, setting: Setting) -> str:
     seconds = [m["seconds"] for n in _runs(setting) if (m := _metrics(root, setting, n)) and "seconds" in m]
     if not seconds:
@@ -285,7 +328,7 @@ def write_report(root: Path, docs: Path, settings: Sequence[Setting], total_seco
     for setting in settings:
         lines += [f"## Setting `{setting.name}`: {setting.title}", "",
                   "Flags added to every run: `" + " ".join(setting.flags) + "`. " + _run_times(root, setting), "",
-                  *table(root, setting), "", *status_lines(root, setting), ""]
+                  *table(root, setting), "", *status_lines(root, setting), "", *nf_table(root, setting)]
         for path in figures(root, setting, docs):
             lines.append(f"![{path.stem}](classification/{path.name})")
             lines.append("")
