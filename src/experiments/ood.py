@@ -62,7 +62,7 @@ _log = logging.getLogger("experiments.ood")
 #: Columns of ``results.csv``.
 FIELDS = ["model", "set", "role", "n", "recon_mean", "recon_finite_mean", "recon_median", "recon_min", "recon_max",
           "nan_samples", "inf_samples", "nonfinite_samples", "nonfinite_share", "latent_nonfinite_samples",
-          "bpd_mean", "bpd_min", "bpd_max", "bpd_nonfinite_share", "seconds"]
+          "bpd_n", "bpd_mean", "bpd_min", "bpd_max", "bpd_nonfinite_share", "seconds"]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -86,6 +86,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--batch-size", type=int, default=250, help="Images per forward/inverse call.")
     parser.add_argument("--no-bpd", action="store_true",
                         help="Skip bits per dimension (a pre-trained Residual Flow's log-det estimate is slow).")
+    parser.add_argument("--bpd-n", type=int, default=None,
+                        help="Bits per dimension on the first this many images of each set only (default: all; a "
+                             "Residual Flow's log-det costs far more than its reconstruction).")
     parser.add_argument("--preset", choices=["default", "quick"], default="default",
                         help="Size of the zoo's models: default (~4 min of one core per Glow, ~10 min for the "
                              "Residual Flow on digits) or quick (seconds, for tests) (default: %(default)s).")
@@ -120,8 +123,10 @@ def _finite_stats(values: np.ndarray) -> tuple[float, float, float, float]:
     return float(finite.mean()), float(np.median(finite)), float(finite.min()), float(finite.max())
 
 
-def evaluate_set(flow: ImageFlow, x: Tensor, *, batch_size: int, bpd: bool) -> dict[str, Any]:
-    """Reconstruction errors, non-finite counts and bits/dim of ``flow`` on ``x`` (model space), per image."""
+def evaluate_set(flow: ImageFlow, x: Tensor, *, batch_size: int, bpd: bool, bpd_n: int | None = None
+                 ) -> dict[str, Any]:
+    """Reconstruction errors, non-finite counts and bits/dim of ``flow`` on ``x`` (model space), per image
+    (bits/dim of the first ``bpd_n`` images only, if given: the ``bpd`` array is then that long)."""
     l2, nan, inf, latent, bits = [], [], [], [], []
     device = next(flow.model.parameters()).device
     for chunk in x.split(batch_size):
@@ -132,9 +137,10 @@ def evaluate_set(flow: ImageFlow, x: Tensor, *, batch_size: int, bpd: bool) -> d
         nan.append(stats.nan.cpu())
         inf.append(stats.inf.cpu())
         latent.append(stats.forward_nonfinite.cpu())
-        if bpd:
+    if bpd:
+        for chunk in x[:bpd_n].split(batch_size):
             with torch.no_grad(), allow_nonfinite():
-                bits.append(flow.bits_per_dim(chunk).double().cpu())
+                bits.append(flow.bits_per_dim(chunk.to(device)).double().cpu())
     errors = torch.cat(l2).numpy()
     return {"l2": errors, "nan": torch.cat(nan).numpy(), "inf": torch.cat(inf).numpy(),
             "latent": torch.cat(latent).numpy(),
@@ -148,14 +154,15 @@ def summarize(values: dict[str, Any]) -> dict[str, Any]:
     f_mean, f_median, f_min, f_max = _finite_stats(errors)
     b_mean, _, b_min, b_max = _finite_stats(bpd)
     n = len(errors)
+    measured = 0 if np.isnan(bpd).all() else len(bpd)
     return {"n": n, "recon_mean": math.inf if nonfinite.any() else f_mean, "recon_finite_mean": f_mean,
             "recon_median": float(np.median(np.nan_to_num(errors, nan=np.inf))) if n else math.nan,
             "recon_min": f_min, "recon_max": math.inf if nonfinite.any() else f_max,
             "nan_samples": int((values["nan"] > 0).sum()), "inf_samples": int((values["inf"] > 0).sum()),
             "nonfinite_samples": int(nonfinite.sum()), "nonfinite_share": float(nonfinite.mean()) if n else math.nan,
-            "latent_nonfinite_samples": int((values["latent"] > 0).sum()), "bpd_mean": b_mean, "bpd_min": b_min,
-            "bpd_max": b_max,
-            "bpd_nonfinite_share": float((~np.isfinite(bpd)).mean()) if n and not np.isnan(bpd).all() else math.nan}
+            "latent_nonfinite_samples": int((values["latent"] > 0).sum()), "bpd_n": measured, "bpd_mean": b_mean,
+            "bpd_min": b_min, "bpd_max": b_max,
+            "bpd_nonfinite_share": float((~np.isfinite(bpd)).mean()) if measured else math.nan}
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -191,17 +198,17 @@ def markdown_tables(rows: Sequence[dict[str, Any]], models: Sequence[str]) -> st
         lines.append(f"| {s} | " + " | ".join(cells) + " |")
     out = ["Largest reconstruction error per set (L2 over the image, model input space), and the share of images "
            "whose reconstruction is not finite:", "", *lines]
-    header = ("| set | n | error mean | finite mean | median | min | max | NaN | Inf | non-finite | bpd mean | "
-              "bpd min | bpd max | bpd non-finite |")
+    header = ("| set | n | error mean | finite mean | median | min | max | NaN | Inf | non-finite | bpd n | "
+              "bpd mean | bpd min | bpd max | bpd non-finite |")
     for m in models:
-        out += ["", f"**{m}**", "", header, "|---|" + "---:|" * 13]
+        out += ["", f"**{m}**", "", header, "|---|" + "---:|" * 14]
         for s in sets:
             r = by.get((m, s))
             if r is None:
                 continue
             out.append(f"| {s} | {r['n']} | {_fmt(r['recon_mean'])} | {_fmt(r['recon_finite_mean'])} | "
                        f"{_fmt(r['recon_median'])} | {_fmt(r['recon_min'])} | {_fmt(r['recon_max'])} | "
-                       f"{r['nan_samples']} | {r['inf_samples']} | {_fmt(100 * r['nonfinite_share'], 3)}% | "
+                       f"{r['nan_samples']} | {r['inf_samples']} | {_fmt(100 * r['nonfinite_share'], 3)}% | {r['bpd_n']} | "
                        f"{_fmt(r['bpd_mean'], 4)} | {_fmt(r['bpd_min'], 4)} | {_fmt(r['bpd_max'], 4)} | "
                        f"{_fmt(100 * r['bpd_nonfinite_share'], 3)}% |")
     return "\n".join(out) + "\n"
@@ -231,7 +238,7 @@ def _plots(flow: ImageFlow, per_set: dict[str, dict[str, Any]], inputs: dict[str
 
 
 def run_study(flows: Sequence[ImageFlow], sets: Sequence[RawSet], out: Path, *, n: int, batch_size: int, bpd: bool,
-              seed: int) -> list[dict[str, Any]]:
+              seed: int, bpd_n: int | None = None) -> list[dict[str, Any]]:
     """Evaluate every flow on every set; write results.csv/.md, per-sample values and plots into ``out``."""
     rows: list[dict[str, Any]] = []
     log = CsvLog(out / "results.csv", FIELDS)
@@ -242,7 +249,7 @@ def run_study(flows: Sequence[ImageFlow], sets: Sequence[RawSet], out: Path, *, 
             for k, raw in enumerate(sets):
                 started = time.perf_counter()
                 x = prepare(flow, raw, n, seed * 1000 + k)
-                values = evaluate_set(flow, x, batch_size=batch_size, bpd=bpd)
+                values = evaluate_set(flow, x, batch_size=batch_size, bpd=bpd, bpd_n=bpd_n)
                 row = {"model": flow.name, "set": raw.name, "role": raw.role, **summarize(values),
                        "seconds": time.perf_counter() - started}
                 log.log(**row)
@@ -286,7 +293,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         sets, notes = available_sets(args.dataset, args.sets, n=args.n, shape=shape, data_dir=args.data_dir,
                                      ood_dir=args.ood_dir, seed=args.seed)
         rows = run_study(flows, sets, args.out, n=args.n, batch_size=args.batch_size, bpd=not args.no_bpd,
-                         seed=args.seed)
+                         seed=args.seed, bpd_n=args.bpd_n)
         models = [f.name for f in flows]
         (args.out / "results.md").write_text(markdown_tables(rows, models))
         run.update_metrics(models={f.name: {"source": f.source, "family": f.family, "levels": f.levels,
