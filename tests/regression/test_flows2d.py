@@ -16,6 +16,7 @@ import pytest
 import torch
 
 from experiments import attack2d, flows2d
+from experiments.reports import toy
 from experiments.runs import read_csv
 
 PNG = b"\x89PNG\r\n\x1a\n"
@@ -73,19 +74,25 @@ def test_far_from_the_data_the_affine_inverse_explodes_and_the_bounded_one_lies_
     assert all(m[k]["data_recon_max"] < 1e-4 for k in flows2d.MODELS)
 
 
+@pytest.fixture(scope="module")
+def quick_attack(quick_run: tuple[Path, dict[str, Any]], tmp_path_factory: pytest.TempPathFactory
+                 ) -> tuple[Path, dict[str, Any]]:
+    out = tmp_path_factory.mktemp("attack2d") / "attack"
+    metrics = attack2d.main(["--flows", str(quick_run[0]), "--quick", "--out", str(out), "--device", "cpu"])
+    return out, metrics
+
+
 def test_attack_breaks_the_affine_flow_far_from_the_data_and_not_the_others(
-        quick_run: tuple[Path, dict[str, Any]], tmp_path: Path) -> None:
+        quick_attack: tuple[Path, dict[str, Any]]) -> None:
     """Measured (seed 0, quick: 16 points, 40 steps, balls of radius 0.5, 4 and 256): near the data (0.5, 4) no
     model's reconstruction error exceeds 2e-5 (the affine flow's stays below 1e-6); in the ball of radius 256 the
     attack drives the affine flow's relative reconstruction error ||x - x_hat|| / ||x|| to 5e10 (the inverse returns
     garbage, though still finite within 40 steps), while bounded affine, additive and i-ResNet stay at 1e-7 to 1e-6
     (float32 round-off, or the residual flow's fixed-point tolerance)."""
-    flows_dir, _ = quick_run
-    metrics = attack2d.main(["--flows", str(flows_dir), "--quick", "--out", str(tmp_path / "attack"),
-                             "--device", "cpu"])
-    rows = read_csv(tmp_path / "attack" / "attack.csv")
+    out, metrics = quick_attack
+    rows = read_csv(out / "attack.csv")
     assert len(rows) == len(flows2d.MODELS) * 3 * 41  # 3 radii, 40 steps and the start
-    assert (tmp_path / "attack" / "plots" / "attack.png").read_bytes()[:8] == PNG
+    assert (out / "plots" / "attack.png").read_bytes()[:8] == PNG
     for kind in flows2d.MODELS:
         for radius in ("0.5", "4", "256"):
             entry = metrics[kind][f"radius_{radius}"]
@@ -100,6 +107,24 @@ def test_attack_breaks_the_affine_flow_far_from_the_data_and_not_the_others(
     for kind in ("bounded", "additive", "iresnet"):
         assert far[kind]["relative_max"] < 1e-4 and far[kind]["nonfinite_points"] == 0
     assert far["iresnet"]["max_recon"] < 1e-2
+
+
+def test_report_sections_state_the_measured_verdicts(quick_run: tuple[Path, dict[str, Any]],
+                                                     quick_attack: tuple[Path, dict[str, Any]],
+                                                     tmp_path: Path) -> None:
+    """The document's verdicts follow the numbers: on the quick run the affine flow stays invertible on the grid (so
+    the report must say the grid failure is not reproduced), explodes far away, and is the only one the attack
+    breaks."""
+    figures = toy.Figures(tmp_path / "toy", tmp_path)
+    flows = toy.flows_section(quick_run[0], figures)
+    assert "**does not reproduce** the paper's failure on the grid" in flows
+    assert "Far from the data the affine flow's inverse explodes" in flows and flows.count("**Agrees**") >= 3
+    attack = toy.attack_section(quick_attack[0], figures)
+    assert "Radius 256: finite but meaningless reconstructions (relative error above 1e-2) for affine" in attack
+    assert "Compared with the paper: **agrees** in kind" in attack and "Where this differs from the paper" in attack
+    for name in ("flows2d_heatmaps.png", "flows2d_far.png", "flows2d_training.png", "attack2d.png"):
+        assert (tmp_path / "toy" / name).read_bytes()[:8] == PNG
+        assert f"(toy/{name})" in flows + attack
 
 
 def test_checkerboard_and_probe_points() -> None:
