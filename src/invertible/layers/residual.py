@@ -94,14 +94,15 @@ class ResidualBlock(InvertibleModule):
         estimated (:class:`~invertible.layers.residual_logdet.LogDetEstimator`); the inverse's log-det is minus
         the forward one at the recovered ``x``. Lipschitz bounds ``(1 + L, 1 / (1 - L))``.
 
-    ``L`` is :func:`invertible.nets.lipschitz_bound` of ``g`` (the product of the spectral-norm coefficients when
+    ``L`` is :func:`branch_lipschitz` of ``g`` (the product of the spectral-norm coefficients when
     ``g`` is built from :mod:`~invertible.layers.spectral_norm` layers and 1-Lipschitz activations), or the
     ``lipschitz`` you pass. With ``L >= 1`` or unknown there is no inverse bound and the iteration may diverge.
 
     The inverse reports how it ended (:class:`InverseReport`, also in ``last_inverse``): iterations, residual,
     convergence. A sample has converged when its step ``||x_k - x_{k-1}||_inf <= atol + rtol ||y||_inf`` (``rtol``
     is floored at ``32 eps`` of the dtype, below which the iterates cannot be computed); converged samples are
-    frozen. Non-convergence within ``max_iter`` raises :class:`ConvergenceError`, warns
+    frozen. (residual-flows compares the *squared* step with ``atol + rtol |y|``, elementwise over the batch, so
+    its ``atol = rtol = 1e-5`` allows steps of about ``4.5e-3`` where ``|y| ~ 1``: a much looser rule.) Non-convergence within ``max_iter`` raises :class:`ConvergenceError`, warns
     (:class:`ConvergenceWarning`) or returns quietly, by ``on_failure``. :func:`invertible.iterative_inverse`
     overrides ``max_iter``, ``atol``, ``rtol`` and ``on_failure`` for a block of code.
 

@@ -175,7 +175,7 @@ def series_logdet(
     signs = _signs(n_terms, probe)
     coeff = (signs / torch.arange(1, n_terms + 1, device=probe.device)).to(probe.dtype) * weights.to(probe.dtype)
     flat_eps = probe.flatten(1)
-    if not neumann_grad:
+    if not (neumann_grad and torch.is_grad_enabled()):  # without a graph the surrogate has nothing to carry
         total, w = probe.new_zeros(probe.shape[0]), probe
         for k in range(n_terms):
             w = vjp(w)
@@ -244,8 +244,7 @@ def estimate_logdet(
         jac = batch_jacobian(net, x)
         if est.method == "exact":
             eye = torch.eye(jac.shape[1], dtype=jac.dtype, device=jac.device)
-            sign, logabsdet = torch.linalg.slogdet(eye + jac)
-            return gx, logabsdet
+            return gx, torch.linalg.slogdet(eye + jac)[1]
         return gx, _exact_trace_series(jac, weights, est.neumann_grad)
 
     gx, vjp_fn = torch.func.vjp(net, x)

@@ -62,6 +62,11 @@ def _rms(t: Tensor) -> float:
     return float(t.norm()) / math.sqrt(max(t.numel(), 1))
 
 
+def _normalize_or_keep(t: Tensor, previous: Tensor) -> Tensor:
+    """``t / ||t||``, or ``previous`` when ``t`` is 0 (the map annihilated the vector)."""
+    return F.normalize(t, dim=0) if bool(t.any()) else previous.clone()
+
+
 @torch.no_grad()
 def power_iteration(
     op: Callable[[Tensor], Tensor],
@@ -80,6 +85,10 @@ def power_iteration(
     vectors is at most ``atol + rtol * max|.|`` (``None`` counts as 0), or after ``max_iter`` steps; with
     ``n_iterations`` it runs exactly that many steps and reports whether the tolerances held at the last one.
 
+    A map that sends the current vector to 0 (a zero-initialised weight) leaves that vector as it is instead of
+    zeroing it, and a zero vector (from such a state) restarts from the all-ones direction: otherwise ``u = v = 0``
+    would be a fixed point, ``sigma = 0`` forever, and the layer would never be normalised once it is trained.
+
     Example:
         >>> w = torch.diag(torch.tensor([3.0, 1.0]))
         >>> u, v = torch.ones(2) / 2**0.5, torch.ones(2) / 2**0.5
@@ -91,10 +100,13 @@ def power_iteration(
     if n_iterations is None and a == 0.0 and r == 0.0:
         raise ValueError("power_iteration: give atol or rtol (or a fixed n_iterations); with both 0 it never stops")
     steps = n_iterations if n_iterations is not None else max_iter
+    for vector in (u, v):
+        if not bool(vector.any()):
+            vector.fill_(1.0 / math.sqrt(max(vector.numel(), 1)))
     converged, done = False, 0
     for done in range(1, steps + 1):
-        u_new = F.normalize(op(v), dim=0)
-        v_new = F.normalize(adjoint(u_new), dim=0)
+        u_new = _normalize_or_keep(op(v), u)
+        v_new = _normalize_or_keep(adjoint(u_new), v)
         du, dv = _rms(u_new - u), _rms(v_new - v)
         u.copy_(u_new)
         v.copy_(v_new)
