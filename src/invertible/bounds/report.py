@@ -116,7 +116,7 @@ class StabilityReport:
         lines = [head, "-" * len(head)]
         worst = self.worst_inverse
         for r in self.layers:
-            mark = "  <- inverse explodes here" if r is worst else ""
+            mark = "  <- largest 1/sig_min (worst-conditioned inverse)" if r is worst else ""
             lines.append(f"{r.label:<{width}}  {fmt(r.bounds.forward):>9} {fmt(r.local.forward):>9} "
                          f"{fmt(r.sigma_max):>9}   {fmt(r.bounds.inverse):>9} {fmt(r.local.inverse):>9} "
                          f"{fmt(r.inverse_lipschitz):>9}   {fmt(r.reconstruction):>8}{mark}")
