@@ -4,7 +4,8 @@ The ground truth of the numerical tests. For a torch module, :func:`reference_ma
 and settings (converted exactly from float32/float64) and returns the per-sample map
 ``x -> (y, log|det dy/dx|)`` computed in mpmath from each layer's documented math: no torch arithmetic and no
 code shared with the layers. Coupling networks are re-implemented too (zero-padded convolution, linear layers,
-activations, Glow's ``ZeroConv2d`` and the optional ActNorm inside the net).
+activations, Glow's ``ZeroConv2d`` and the optional ActNorm inside the net), and so are the residual blocks'
+branches, with their exact Jacobians (:mod:`invertible.reference.residual`).
 
 The analytic log-dets are then checked against a second, formula-free computation: the mpmath determinant of the
 reference map's Jacobian by central differences with a step of ``1e-20`` (:func:`reference_jacobians`; about
@@ -33,6 +34,7 @@ Example:
 
 from . import layers as _layers  # noqa: F401  (registers the layer references)
 from . import nets as _nets  # noqa: F401  (registers the network references)
+from . import residual as _residual  # noqa: F401  (registers the residual-flow references, after nets)
 from . import wrappers as _wrappers  # noqa: F401  (registers the wrapper references)
 from .arith import DPS, from_tensor, precision, to_float64
 from .cases import MAX_DIMS, TINY, TinyCase, tiny_case, tiny_cases, tiny_configurations
@@ -50,34 +52,43 @@ from .registry import (
     MissingReference,
     has_reference,
     layer_reference_factory,
+    logdet_wanted,
+    outputs_only,
     register_layer_reference,
     register_net_reference,
 )
+from .residual import Jet, branch_jet, register_jet, spectral_sigma
 
 __all__ = [
     "DPS",
+    "Jet",
     "MAX_DIMS",
     "MissingReference",
     "ReferenceComparison",
     "STEP",
     "TINY",
     "TinyCase",
+    "branch_jet",
     "compare_with_reference",
     "finite_difference_jacobian",
     "from_tensor",
     "has_reference",
     "layer_reference_factory",
     "log_abs_det",
+    "logdet_wanted",
     "lu_weight",
     "missing_references",
+    "outputs_only",
     "precision",
     "reference_forward",
     "reference_jacobians",
     "reference_map",
+    "register_jet",
     "register_layer_reference",
     "register_net_reference",
     "scale_function",
     "singular_values",
+    "spectral_sigma",
     "tiny_case",
     "tiny_cases",
     "tiny_configurations",

@@ -96,13 +96,15 @@ def linear(x: MPArray, weight: MPArray, bias: MPArray | None) -> MPArray:
     return y if bias is None else y + bias
 
 
-def conv2d(x: MPArray, weight: MPArray, bias: MPArray | None, padding: tuple[int, int]) -> MPArray:
+def conv2d(x: MPArray, weight: MPArray, bias: MPArray | None, padding: tuple[int, int],
+           circular: bool = False) -> MPArray:
     """Cross-correlation with zero padding and stride 1 (what ``nn.Conv2d`` computes) of one sample.
 
     ``y[o, i, j] = bias[o] + sum_{c, a, b} weight[o, c, a, b] * xpad[c, i + a, j + b]`` with ``x`` of shape
     ``(C_in, H, W)`` and ``xpad`` the input padded by ``padding`` zeros on each side. The terms that fall on the
     padding are zero, so only the kernel taps ``(a, b)`` that land inside ``x`` are summed (at the tiny sizes of
-    the reference most of a 3x3 window is padding).
+    the reference most of a 3x3 window is padding). With ``circular`` the padding repeats the opposite edge
+    (``padding_mode="circular"``): ``xpad[c, i, j] = x[c, (i - ph) mod H, (j - pw) mod W]``.
     """
     c_in, height, width = x.shape
     c_out, c_w, kh, kw = weight.shape
@@ -114,8 +116,8 @@ def conv2d(x: MPArray, weight: MPArray, bias: MPArray | None, padding: tuple[int
     for i in range(out_h):
         for j in range(out_w):
             taps = [(a, b) for a in range(kh) for b in range(kw)
-                    if 0 <= i + a - ph < height and 0 <= j + b - pw < width]
-            inputs = np.concatenate([x[:, i + a - ph, j + b - pw] for a, b in taps])
+                    if circular or (0 <= i + a - ph < height and 0 <= j + b - pw < width)]
+            inputs = np.concatenate([x[:, (i + a - ph) % height, (j + b - pw) % width] for a, b in taps])
             weights = np.concatenate([weight[:, :, a, b] for a, b in taps], axis=1)
             y[:, i, j] = matvec(weights, inputs)
     return y if bias is None else y + per_channel(bias, 3)

@@ -8,7 +8,9 @@ parent: it is reported as missing until someone registers a reference for it.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from typing import TypeVar
 
 from mpmath import mpf
@@ -23,11 +25,14 @@ __all__ = [
     "NetMap",
     "has_reference",
     "layer_reference_factory",
+    "logdet_wanted",
+    "outputs_only",
     "register_layer_reference",
     "register_net_reference",
 ]
 
-#: One sample ``x`` (channel axis first) to ``(y, log|det dy/dx|)``.
+#: One sample ``x`` (channel axis first) to ``(y, log|det dy/dx|)``. Inside :func:`outputs_only` a map whose
+#: log-det is expensive (a determinant of its own Jacobian) may return ``mpmath.nan`` for it instead.
 LayerMap = Callable[[MPArray], tuple[MPArray, mpf]]
 #: One sample ``x`` to the network output ``h``.
 NetMap = Callable[[MPArray], MPArray]
@@ -38,6 +43,23 @@ F = TypeVar("F", bound=Callable)
 
 _LAYERS: dict[type, LayerFactory] = {}
 _NETS: dict[type, NetFactory] = {}
+_OUTPUTS_ONLY: ContextVar[bool] = ContextVar("reference_outputs_only", default=False)
+
+
+@contextmanager
+def outputs_only() -> Iterator[None]:
+    """Inside the block only the outputs of reference maps are used (finite-difference Jacobians): maps may skip
+    an expensive log-det and return ``mpmath.nan`` in its place, so a misuse shows as NaN, never as a number."""
+    token = _OUTPUTS_ONLY.set(True)
+    try:
+        yield
+    finally:
+        _OUTPUTS_ONLY.reset(token)
+
+
+def logdet_wanted() -> bool:
+    """Whether the caller uses the log-dets of reference maps (``False`` inside :func:`outputs_only`)."""
+    return not _OUTPUTS_ONLY.get()
 
 
 class MissingReference(NotImplementedError):

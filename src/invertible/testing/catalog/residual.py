@@ -6,7 +6,8 @@ level of the conditioning. The hypothesis spaces draw the exactly normalised spe
 ``method="power"`` the normalisation refreshes ``u``/``v`` whenever a weight changes, which finite differences
 in ``gradcheck`` see and the analytic gradient (``u``, ``v`` held constant, as in residual-flows) does not;
 power iteration is covered by the fixed configurations and by ``tests/numerical/test_residual_*``. The models'
-spaces always include ActNorm layers (the stability-report property makes one of them ill-conditioned).
+spaces always include ActNorm layers (the stability-report property makes one of them ill-conditioned). ``size``
+(and ``channels`` of ``residual_flow``) let the mpmath reference rebuild the examples tiny.
 """
 
 from __future__ import annotations
@@ -56,14 +57,15 @@ def _branch(kind: str, channels: int, size: int, hidden: int, activation: str, c
 @register("residual_block", layer=ResidualBlock,
           configs=[{"kind": k, "method": m} for k in SHAPES for m in ("exact", "power")]
           + [{"kind": "flat", "activation": a} for a in ACTIVATIONS[1:]]
-          + [{"inverse_grad": "unrolled"}, {"newton_refine": True}, {"kind": "image", "padding_mode": "circular"}],
+          + [{"inverse_grad": "unrolled"}, {"newton_refine": True},
+             {"kind": "image", "padding_mode": "circular", "size": 3}],  # a 3x3 kernel needs a circular grid >= 3
           space=lambda: _space(kind=SHAPES, activation=ACTIVATIONS, coeff=(0.5, 0.9, 0.97),
                                inverse_grad=("auto", "unrolled"), newton_refine=(False, True)))
 def residual_block(kind: str = "flat", method: str = "exact", activation: str = "swish", coeff: float = 0.9,
                    inverse_grad: str = "auto", newton_refine: bool = False, padding_mode: str = "zeros",
-                   batch: int = 3, seed: int = 0, scale: float = 1.0) -> tuple[InvertibleModule, Any]:
+                   size: int = 4, batch: int = 3, seed: int = 0, scale: float = 1.0) -> tuple[InvertibleModule, Any]:
     generator = torch.Generator().manual_seed(seed)
-    channels, size, hidden = (2, 4, 6) if kind == "image" else (4, 1, 8)
+    channels, size, hidden = (2, size, 6) if kind == "image" else (4, 1, 8)
     net = _branch(kind, channels, size, hidden, activation, coeff, method, padding_mode, generator)
     block = ResidualBlock(net, channels=channels, ranks=(4,) if kind == "image" else (2,),
                           inverse_grad=inverse_grad, newton_refine=newton_refine, **INVERSE)
@@ -73,21 +75,22 @@ def residual_block(kind: str = "flat", method: str = "exact", activation: str = 
 
 @register("residual_flow", layer=ResidualFlow,
           configs=[{}, {"sn_method": "power"}, {"logit": False}, {"actnorm": False, "first_preact": True},
-                   {"levels": 3}],
+                   {"levels": 3, "channels": 1, "size": 4}],  # three levels need a size divisible by 4
           space=lambda: _space(logit=(True, False), coeff=(0.7, 0.98)))
 def residual_flow(logit: bool = True, actnorm: bool = True, first_preact: bool = False, coeff: float = 0.9,
-                  sn_method: str = "exact", levels: int = 2, batch: int = 2, seed: int = 0, scale: float = 1.0
-                  ) -> tuple[InvertibleModule, Any]:
+                  sn_method: str = "exact", levels: int = 2, channels: int = 3, size: int = 4, batch: int = 2,
+                  seed: int = 0, scale: float = 1.0) -> tuple[InvertibleModule, Any]:
     # two levels: a conv block, squeeze, the fully connected tail; three: a conv block on every level
     blocks = (1, 0) if levels == 2 else (1, 1, 1)
-    model = ResidualFlow((3, 4, 4), blocks=blocks, hidden=6, fc_blocks=1, fc_hidden=6, coeff=coeff,
+    shape = (batch, channels, size, size)
+    model = ResidualFlow(shape[1:], blocks=blocks, hidden=6, fc_blocks=1, fc_hidden=6, coeff=coeff,
                          actnorm=actnorm, first_preact=first_preact, logit=0.05 if logit else None, logdet="exact",
                          sn_method=sn_method, sn_atol=1e-6, sn_rtol=0.0, seed=seed, **INVERSE)
     randomize_(model, 0.1, seed)
     if logit:  # the logit transform is defined on [0, 1]
         generator = torch.Generator().manual_seed(seed)
-        return model.double(), torch.rand((batch, 3, 4, 4), generator=generator, dtype=torch.float64)
-    return model.double(), sample_input((batch, 3, 4, 4), seed, scale)
+        return model.double(), torch.rand(shape, generator=generator, dtype=torch.float64)
+    return model.double(), sample_input(shape, seed, scale)
 
 
 @register("dense_residual_flow", layer=DenseResidualFlow,
