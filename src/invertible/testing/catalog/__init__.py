@@ -1,3 +1,3 @@
 """Examples of the library's own layers and models, one module per family; importing registers them."""
 
-from . import core, memory, models, residual  # noqa: F401
+from . import classifier, core, memory, models, residual  # noqa: F401
