@@ -34,6 +34,7 @@ from torch import Tensor
 from invertible import AffineCoupling, InvertibleModule, Permutation, ResidualBlock
 from invertible.base import Bounds, Sequential
 from invertible.layers.residual_logdet import batch_jacobian
+from invertible.layers.spectral_norm import SpectralNormLinear
 from invertible.reference import (
     MAX_DIMS,
     MissingReference,
@@ -41,12 +42,14 @@ from invertible.reference import (
     TinyCase,
     compare_with_reference,
     from_tensor,
+    jet_factory,
     layer_reference_factory,
     log_abs_det,
     missing_references,
     precision,
     reference_jacobians,
     reference_map,
+    register_jet,
     register_layer_reference,
     singular_values,
     tiny_case,
@@ -279,6 +282,16 @@ class _MissingSecondTerm(ResidualBlock):
 register_layer_reference(_MissingSecondTerm)(layer_reference_factory(ResidualBlock))
 
 
+class _Misnormalised(SpectralNormLinear):
+    """Normalises by a sigma 0.1% too large (the reference recomputes sigma from the weight)."""
+
+    def sigma(self) -> Tensor:
+        return super().sigma() * 1.001
+
+
+register_jet(_Misnormalised)(jet_factory(SpectralNormLinear))  # type: ignore[arg-type]
+
+
 def _coupling(cls: type, dtype: torch.dtype = torch.float64) -> tuple[InvertibleModule, Tensor]:
     torch.manual_seed(0)
     module = randomize_(cls(4, hidden=5, net="mlp", scale_fn="exp")).to(dtype).eval()
@@ -335,6 +348,18 @@ def test_negative_control_residual_block_missing_a_logdet_term_is_caught() -> No
     comparison = compare_with_reference(wrong, x)
     assert any(f.startswith("log-det") for f in float64_failures(comparison, fixed_point_allowance(wrong, 4)))
     assert any("module's log-det" in f for f in jacobian_failures(wrong, x))
+
+
+def test_negative_control_misnormalised_spectral_norm_is_caught() -> None:
+    block, x = _residual_block(ResidualBlock)
+    first = block.nnet[1]
+    assert isinstance(first, SpectralNormLinear) and first.method == "exact"
+    assert float(first.sigma().detach()) > first.coeff  # the normalisation is active, so a wrong sigma changes the map
+    wrong = _Misnormalised(first.in_features, first.out_features, coeff=first.coeff, method="exact").double()
+    wrong.load_state_dict(first.state_dict())
+    block.nnet[1] = wrong
+    failures = float64_failures(compare_with_reference(block, x), fixed_point_allowance(block, 4))
+    assert any(f.startswith("output") for f in failures)
 
 
 def test_negative_control_a_module_without_reference_is_reported() -> None:

@@ -57,7 +57,7 @@ from .registry import (
     register_layer_reference,
     register_net_reference,
 )
-from .residual import Jet, branch_jet, register_jet, spectral_sigma
+from .residual import Jet, branch_jet, jet_factory, register_jet, spectral_sigma
 
 __all__ = [
     "DPS",
@@ -73,6 +73,7 @@ __all__ = [
     "finite_difference_jacobian",
     "from_tensor",
     "has_reference",
+    "jet_factory",
     "layer_reference_factory",
     "log_abs_det",
     "logdet_wanted",

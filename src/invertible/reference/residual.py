@@ -47,7 +47,7 @@ from .registry import (
     register_net_reference,
 )
 
-__all__ = ["Jet", "branch_jet", "register_jet", "spectral_sigma"]
+__all__ = ["Jet", "branch_jet", "jet_factory", "register_jet", "spectral_sigma"]
 
 #: ``part(x, dx) -> (h, dh)``: a network part at one sample ``x`` and, unless ``dx`` is ``None``, its derivative
 #: applied to the tangents ``dx`` (an object array ``(n, *x.shape)``), giving ``dh`` of shape ``(n, *h.shape)``.
@@ -69,6 +69,12 @@ def register_jet(*types: type, net: bool = True) -> Callable[[JetFactory], JetFa
         return factory
 
     return decorate
+
+
+def jet_factory(cls: type) -> JetFactory | None:
+    """The jet factory registered for exactly ``cls``, or ``None`` (a subclass with its parent's math reuses it:
+    ``register_jet(MyLinear)(jet_factory(SpectralNormLinear))``)."""
+    return _JETS.get(cls)
 
 
 def _value_only(jet: Jet) -> NetMap:
