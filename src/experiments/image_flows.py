@@ -51,8 +51,8 @@ RESFLOW_LABEL = "Residual Flow"
 #: Flags of ``python -m experiments.glow`` per zoo preset: ``default`` (digits: about 4 minutes of one core per
 #: model), ``quick`` (seconds; the tests).
 ZOO_PRESETS: dict[str, list[str]] = {
-    "default": ["--n-levels", "2", "--depth", "4", "--hidden-channels", "32", "--epochs", "100", "--batch-size", "64",
-                "--eval-every", "1150"],
+    "default": ["--n-levels", "2", "--depth", "4", "--hidden-channels", "32", "--epochs", "40", "--batch-size", "64",
+                "--eval-every", "460"],
     "quick": ["--preset", "quick", "--eval-every", "1000"],
 }
 
@@ -255,6 +255,9 @@ def embedded_zoo(folder: str | Path, *, dataset: str = "digits", data_dir: Path 
     Runs that completed with the same settings are reused; interrupted ones resume.
     """
     folder = Path(folder)
+    from .data import load_dataset
+
+    load_dataset(dataset, "train", data_dir=data_dir)  # DatasetNotFound (with how to get it) before any training
     flows: list[ImageFlow] = []
     if glow_models:
         from .glow import main as glow_main

@@ -38,8 +38,8 @@ _log = logging.getLogger(__name__)
 #: Architectures and schedules: ``default`` for the embedded digits (about 10 minutes of one core), ``quick`` for
 #: the tests (seconds).
 RESFLOW_PRESETS: dict[str, dict[str, Any]] = {
-    "default": dict(blocks=[3, 3], hidden=32, fc_blocks=2, fc_hidden=64, epochs=40, batch_size=64, lr=1e-3,
-                    warmup=200),
+    "default": dict(blocks=[3, 3], hidden=32, fc_blocks=2, fc_hidden=64, epochs=10, batch_size=64, lr=1e-3,
+                    warmup=50),
     "quick": dict(blocks=[1, 1], hidden=8, fc_blocks=1, fc_hidden=16, epochs=2, batch_size=128, lr=2e-3, warmup=5),
 }
 TRAIN_FIELDS = ["step", "epoch", "lr", "bpd", "grad_norm"]

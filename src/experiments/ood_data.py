@@ -31,7 +31,7 @@ from torch import Tensor
 
 from invertible.loaders import read_torch_file
 
-from .data import DatasetNotFound, load_dataset
+from .data import DatasetNotFound, dataset_names, load_dataset
 
 __all__ = ["OOD_CANDIDATES", "RawSet", "SYNTHETIC", "available_sets", "load_set", "synthetic_unit"]
 
@@ -109,7 +109,7 @@ def _image_folder(folder: Path, limit: int) -> Tensor:
     images = []
     for path in files:
         with Image.open(path) as image:
-            images.append(torch.from_numpy(np.asarray(image.convert("RGB"))).permute(2, 0, 1))
+            images.append(torch.from_numpy(np.array(image.convert("RGB"))).permute(2, 0, 1))
     return torch.stack(images)
 
 
@@ -139,6 +139,10 @@ def load_set(name: str, *, n: int, shape: Sequence[int], data_dir: Path, ood_dir
         folder = ood_dir / "Imagenet_resize"
         return RawSet(name, "OOD", f"TinyImageNet, resized ({folder})", _image_folder(folder, n), 256)
     dataset, _, split = name.rpartition("-") if name.endswith(("-train", "-test")) else (name, "", "test")
+    if dataset not in dataset_names():
+        raise ValueError(f"unknown set {name!r}; choose a synthetic kind ({', '.join(SYNTHETIC)}), mnist5k, dtd, "
+                         f"places, tinyimagenet, photos, or a data set ({', '.join(dataset_names())}) with an "
+                         "optional -train/-test suffix")
     data = load_dataset(dataset, split, data_dir=data_dir)
     role = "in-distribution" if dataset == in_distribution else "OOD"
     return RawSet(name, role, f"{dataset} {split} split ({data.source})", data.images[:n], data.levels)
