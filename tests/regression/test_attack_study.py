@@ -117,7 +117,6 @@ def test_bad_input_is_a_clear_error(tmp_path: Path, capsys: pytest.CaptureFixtur
         attack.main(["--steps", "many"])
 
 
-@pytest.mark.slow  # about 15 s of one core
 def test_seeded_affine_glow_is_more_sensitive_to_the_attack_than_the_additive_one() -> None:
     images = load_dataset("digits", "test").images[:4]
     growth = {}
