@@ -88,11 +88,12 @@ PRESETS: dict[str, dict[str, Any]] = {
 REGION_FIELDS = ["model", "region", "radius", "points", "recon_median", "recon_max", "relative_max", "nonfinite",
                  "cond_median", "cond_max", "logdet_error_median", "logdet_error_max", "loglik_max"]
 
-#: What the heatmaps show, with the original's clipping (reconstruction error to [1e-8, 1], kappa to [1, 1e10]).
+#: What the heatmaps show, with the original's clipping of the errors and likelihood to [1e-8, 1]; kappa runs from 1
+#: to the largest value over the models (the original's fixed [1, 1e10] hides the differences of small models).
 HEATMAPS: dict[str, tuple[str, bool, tuple[float | None, float | None]]] = {
     "recon": ("reconstruction error", True, (1e-8, 1.0)),
     "logdet_error": ("log-det error", True, (1e-8, 1.0)),
-    "cond": ("condition number", True, (1.0, 1e10)),
+    "cond": ("condition number", True, (1.0, None)),
     "likelihood": ("likelihood p(x)", True, (1e-8, 1.0)),
 }
 
