@@ -35,8 +35,8 @@ __all__ = ["RESFLOW_PRESETS", "ResflowRun", "build_resflow", "is_resflow_run", "
 
 _log = logging.getLogger(__name__)
 
-#: Architectures and schedules: ``default`` for the embedded digits (about 10 minutes of one core), ``quick`` for
-#: the tests (seconds).
+#: Architectures and schedules: ``default`` for the embedded digits (230 steps, 2.6 minutes of CPU; 22 minutes on
+#: a shared machine), ``quick`` for the tests (seconds).
 RESFLOW_PRESETS: dict[str, dict[str, Any]] = {
     "default": dict(blocks=[3, 3], hidden=32, fc_blocks=2, fc_hidden=64, epochs=10, batch_size=64, lr=1e-3,
                     warmup=50),

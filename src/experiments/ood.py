@@ -24,7 +24,7 @@ reconstructed inputs to ``plots/worst_<model>.png``.
 
 Examples::
 
-    python -m experiments.ood                          # embedded zoo on digits (training included: ~25 min, 2 cores)
+    python -m experiments.ood              # embedded zoo on digits (training included: ~40 min on 2 shared cores)
     python -m experiments.ood --preset quick --n 64 --out runs/ood/quick      # seconds-long models
     python -m experiments.ood --model glow=ood-pretrained/pretrained --model resflow=cifar10_resflow_16-16-16.pth \\
         --dataset cifar10 --data-dir data --ood-dir ood-pretrained/ood_data --n 10000
@@ -90,8 +90,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="Bits per dimension on the first this many images of each set only (default: all; a "
                              "Residual Flow's log-det costs far more than its reconstruction).")
     parser.add_argument("--preset", choices=["default", "quick"], default="default",
-                        help="Size of the zoo's models: default (~4 min of one core per Glow, ~10 min for the "
-                             "Residual Flow on digits) or quick (seconds, for tests) (default: %(default)s).")
+                        help="Size of the zoo's models: default (5-14 min per Glow, ~20 min for the "
+                             "Residual Flow on digits, on 2 shared cores) or quick (seconds, for tests) "
+                             "(default: %(default)s).")
     parser.add_argument("--zoo-dir", type=Path, default=None,
                         help="Where the zoo's runs live and are reused (default: runs/zoo/<dataset>-<preset>).")
     parser.add_argument("--seed", type=int, default=0, help="Seed of the synthetic sets and the zoo's training.")
@@ -208,7 +209,8 @@ def markdown_tables(rows: Sequence[dict[str, Any]], models: Sequence[str]) -> st
                 continue
             out.append(f"| {s} | {r['n']} | {_fmt(r['recon_mean'])} | {_fmt(r['recon_finite_mean'])} | "
                        f"{_fmt(r['recon_median'])} | {_fmt(r['recon_min'])} | {_fmt(r['recon_max'])} | "
-                       f"{r['nan_samples']} | {r['inf_samples']} | {_fmt(100 * r['nonfinite_share'], 3)}% | {r['bpd_n']} | "
+                       f"{r['nan_samples']} | {r['inf_samples']} | {_fmt(100 * r['nonfinite_share'], 3)}% | "
+                       f"{r['bpd_n']} | "
                        f"{_fmt(r['bpd_mean'], 4)} | {_fmt(r['bpd_min'], 4)} | {_fmt(r['bpd_max'], 4)} | "
                        f"{_fmt(100 * r['bpd_nonfinite_share'], 3)}% |")
     return "\n".join(out) + "\n"

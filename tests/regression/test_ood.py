@@ -74,8 +74,9 @@ def test_synthetic_sets_and_the_papers_clipping() -> None:
     with pytest.raises(ValueError, match="unknown synthetic kind"):
         synthetic_unit("laplace", 2, (1, 2, 2), g)
 
-    glow = ImageFlow("g", torch.nn.Linear(1, 1), "glow", 256, (1, 2, 2), (1, 2, 2), 256.0, -0.5, None, "test")  # type: ignore[arg-type]
-    resflow = ImageFlow("r", torch.nn.Linear(1, 1), "resflow", 256, (1, 2, 2), (1, 2, 2), 255.0, 0.0, None,  # type: ignore[arg-type]
+    stub = torch.nn.Linear(1, 1)  # from_unit needs no model
+    glow = ImageFlow("g", stub, "glow", 256, (1, 2, 2), (1, 2, 2), 256.0, -0.5, None, "test")  # type: ignore[arg-type]
+    resflow = ImageFlow("r", stub, "resflow", 256, (1, 2, 2), (1, 2, 2), 255.0, 0.0, None,  # type: ignore[arg-type]
                         "test", clip_rademacher=False)
     values = torch.tensor([-1.0, 0.0, 1.0, 2.0]).double()
     assert glow.from_unit(values, "gaussian").tolist() == pytest.approx([-0.49, -0.49, 0.49, 0.49])
