@@ -28,6 +28,18 @@ __all__ = ["claims", "main", "write_report"]
 
 DOC = Path("docs/results/ood.md")
 
+#: What separates this run from the paper's, whatever the numbers say.
+LIMITS = [
+    "Differences from the paper's setting: 8x8 grey digits with 17 levels instead of 32x32 CIFAR-10 (64 instead of "
+    "3072 dimensions); Glows of 2 levels x 4 steps and width 32 trained for 920 steps (40 epochs; the pre-trained "
+    "Glow: 3 x 32 steps of width 512, 250 epochs) and a Residual Flow of 3 + 3 blocks of width 32 for 230 steps "
+    "(the pre-trained: 16-16-16 blocks of width 512); 1000 images per set instead of 10,000, bits/dim on the first "
+    "250; the OOD sets are those available offline (Fashion-MNIST, crops of two photos, synthetic noise), not "
+    "SVHN, DTD, Places or TinyImageNet. The zoo was cut from 100 to 40 Glow epochs and from 40 to 10 Residual Flow "
+    "epochs to finish on the shared CPU; longer training, which sharpens the affine couplings' scales, may move "
+    "the affine Glow's worst OOD inputs from large errors to non-finite ones, but that was not measured.",
+]
+
 #: How the paper's own evaluation runs once the files are there (they cannot be downloaded on this machine).
 PRETRAINED = [
     "## The paper's pre-trained models (not run here)", "",
@@ -94,17 +106,33 @@ def claims(rows: Sequence[dict[str, Any]]) -> list[str]:
     affine = [m for m in by_model if m.startswith("affine")]
     residual = [m for m in by_model if "Residual" in m]
     verdicts = []
+    def growth(model: str) -> float:
+        base = in_dist_max(model)
+        worst = max((r["recon_max"] for r in ood(model)), default=math.nan)
+        return worst / base if base > 0 else math.inf
+
+    others = [m for m in by_model if "Glow" in m and not m.startswith("affine")]
     for m in affine:
         broke = any(r["nonfinite_samples"] > 0 for r in ood(m))
-        verdicts.append(f"- Paper: the affine Glow fails to reconstruct some OOD inputs. {m}: "
-                        + ("**agrees** (non-finite reconstructions)." if broke else
-                           "**does not reproduce** at this scale: no non-finite reconstruction (see its largest "
-                           "errors above)."))
+        text = f"- Paper: the affine Glow fails to reconstruct some OOD inputs. {m}: "
+        if broke:
+            text += "**agrees** (non-finite reconstructions)."
+        else:
+            text += "**does not reproduce** the failure at this scale: no reconstruction is NaN or Inf."
+            if others:
+                most = max(growth(o) for o in others)
+                text += (f" Only the direction agrees: its largest OOD error is {growth(m):.3g} times its largest "
+                         f"in-distribution one, against at most {most:.3g} times for "
+                         f"{' and '.join(others)} trained alike.")
+        verdicts.append(text)
     for m in residual:
         ok = all(r["nonfinite_samples"] == 0 for r in by_model[m])
         largest = max(r["recon_max"] for r in by_model[m])
         verdicts.append(f"- Paper: the Residual Flow reconstructs all of them. {m}: "
-                        + (f"**agrees**: every reconstruction finite, the largest error {largest:.3g}."
+                        + (f"**agrees**: every reconstruction finite, the largest error {largest:.3g} "
+                           f"({growth(m):.3g} times its in-distribution largest; its absolute errors are those of "
+                           "the fixed-point inverse's stopping rule, larger than the Glows' analytic inverses on "
+                           "in-distribution data)."
                            if ok else "**does not agree**: some reconstructions are not finite."))
     return lines + [""] + verdicts
 
@@ -169,7 +197,7 @@ def write_report(out: Path, docs: Path = DOC, *, command: str, seconds: float | 
     for note in [*metrics.get("unavailable", []), *notes]:
         lines.append(f"\n- {note}")
     lines += ["", "## Results", "", tables, "## Against the paper", "", *claims(rows), "",
-              *PRETRAINED, "", "## Figures", ""]
+              *LIMITS, "", *PRETRAINED, "", "## Figures", ""]
     for name in models:
         slug = "".join(c if c.isalnum() else "_" for c in name.lower()).strip("_")
         while "__" in slug:
