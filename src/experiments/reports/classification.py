@@ -59,6 +59,11 @@ def _fd_scaled(permutation: str) -> list[str]:
     return flags
 
 
+#: Runs of the ``digits`` setting whose final reconstructions are pictured (first 8 and worst 8 images of the
+#: fixed test batch).
+PICTURES = ("affine_conv", "affine_conv_nf", "affine_conv_nf_scaled", "affine_conv_fd", "affine_conv_fd_scaled")
+
+
 @dataclass(frozen=True)
 class Setting:
     """One training setting shared by all configurations of a table."""
@@ -68,6 +73,7 @@ class Setting:
     flags: list[str]
     extra_runs: dict[str, list[str]] = field(default_factory=dict)
     only: tuple[str, ...] | None = None  # a subset of the README runs and baselines (None: all of them)
+    pictures: tuple[str, ...] = ()  # runs whose final reconstructions are pictured
 
 
 #: The settings of the report: the study's digits defaults (Adam 1e-3, batch 32, no decay), under which the
@@ -83,7 +89,8 @@ SETTINGS: dict[str, Setting] = {
                     "affine_conv_nf_scaled": [*ALL_RUNS["affine_conv"], "--nf-coeff", f"{NF_SCALED:.2g}"],
                     "affine_shuffle_nf_scaled": [*ALL_RUNS["affine_shuffle"], "--nf-coeff", f"{NF_SCALED:.2g}"],
                     "affine_conv_fd_scaled": _fd_scaled("conv"), "affine_shuffle_fd_scaled": _fd_scaled("shuffle"),
-                    "affine_conv_fd_original": [*ALL_RUNS["affine_conv_fd"], "--fd-variant", "original"]}),
+                    "affine_conv_fd_original": [*ALL_RUNS["affine_conv_fd"], "--fd-variant", "original"]},
+        pictures=PICTURES),
     "paper_lr": Setting(
         "paper_lr", "the paper's Adam 1e-4 and batch 128, decay x0.1 at 30/60/80% of 30 epochs (360 iterations)",
         ["--lr", "1e-4", "--batch-size", "128", "--epochs", "30", "--lr-decay-epochs", "9", "18", "24",
@@ -93,12 +100,12 @@ SETTINGS: dict[str, Setting] = {
         "digits_long", "the digits defaults for 30 epochs (1350 iterations): does the shuffle model fail later?",
         ["--lr", "1e-3", "--batch-size", "32", "--epochs", "30", "--log-every", "45", "--svd-every", "90",
          "--lr-decay-epochs"],
-        extra_runs={"affine_shuffle_nf_scaled": [*ALL_RUNS["affine_shuffle"], "--nf-coeff", f"{NF_SCALED:.2g}"]},
-        only=("affine_shuffle",)),
+        extra_runs={"affine_shuffle_nf_scaled": [*ALL_RUNS["affine_shuffle"], "--nf-coeff", f"{NF_SCALED:.2g}"],
+                    "affine_shuffle_fd_scaled": _fd_scaled("shuffle")},
+        only=("affine_shuffle", "affine_shuffle_nf", "affine_shuffle_fd"),
+        pictures=("affine_shuffle", "affine_shuffle_nf_scaled")),
 }
 
-#: Runs whose final reconstructions are pictured (first 8 and worst 8 images of the fixed test batch).
-PICTURES = ("affine_conv", "affine_conv_nf", "affine_conv_nf_scaled", "affine_conv_fd", "affine_conv_fd_scaled")
 
 COLUMNS = [("test acc", "test_acc", "{:.3f}"), ("recon train mean", "recons_train_mean", "{:.2g}"),
            ("recon train max", "recons_train_max", "{:.2g}"), ("recon test mean", "recons_test_mean", "{:.2g}"),
@@ -210,7 +217,7 @@ def figures(root: Path, setting: Setting, docs: Path) -> list[Path]:
                     xlabel="iteration (accuracy: epochs)", logy=[True, True, False],
                     title=f"{setting.name}, {family} mixing: {setting.title}")
         written.append(out)
-    for n in PICTURES:
+    for n in setting.pictures:
         run = root / setting.name / n
         if (run / "metrics.json").is_file():
             _, data, model = load_run(run)
