@@ -22,7 +22,7 @@ DISCUSSION: list[str] = [
     "condition numbers of a few thousand off the data, far from where float32 round trips break. Longer runs, deeper models and the image data sets "
     "(`--studies fashion`, or `python -m experiments.glow --dataset cifar10` where the data exist) are the next "
     "step; they do not fit the hour of CPU this page is budgeted.",
-    "- **Likelihood.** As in the paper, the affine model reaches the better test bits per dimension; it also gives "
+    "- **Likelihood.** The affine model reaches the better test bits per dimension; it also gives "
     "noise a much lower likelihood than the additive model does (the `bpd` column of the noise rows).",
     "",
     "**Cost.** The default command trains two models of 2300 steps and analyses 11 snapshots of each; the wall time "

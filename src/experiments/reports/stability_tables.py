@@ -39,7 +39,7 @@ def fmt(value: Any, digits: int = 2) -> str:
         return "inf" if x > 0 else "-inf"
     if x != 0 and (abs(x) >= 1e4 or abs(x) < 1e-2):
         return f"{x:.{digits - 1}e}".replace("e+0", "e").replace("e-0", "e-").replace("e+", "e")
-    return f"{x:.{digits + 1}g}"
+    return f"{x:.{digits + 1}g}".replace("e+0", "e").replace("e-0", "e-").replace("e+", "e")
 
 
 def table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
