@@ -116,7 +116,8 @@ def test_report_sections_state_the_measured_verdicts(quick_run: tuple[Path, dict
     the report must say the grid failure is not reproduced), explodes far away, and is the only one the attack
     breaks."""
     figures = toy.Figures(tmp_path / "toy", tmp_path)
-    flows = toy.flows_section(quick_run[0], figures)
+    flows = toy.flows_section(quick_run[0], figures, extended=[4096.0])
+    assert "| R = 4096 |" in flows  # the probe beyond the run's own squares, from its saved models
     assert "**does not reproduce** the paper's failure on the grid" in flows
     assert "Far from the data the affine flow's inverse explodes" in flows and flows.count("**Agrees**") >= 3
     attack = toy.attack_section(quick_attack[0], figures)

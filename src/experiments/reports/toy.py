@@ -248,7 +248,10 @@ def _growth_exponent(sweep: Sequence[dict[str, Any]]) -> float:
     return math.log(k2 / k1) / math.log(r2 / r1)
 
 
-def flows_section(run: Path, figures: Figures, *, title: str | None = None, extended: bool = True) -> str:
+def flows_section(run: Path, figures: Figures, *, title: str | None = None,
+                  extended: Sequence[float] = EXTENDED_RADII) -> str:
+    """The checkerboard section of one flows2d run; ``extended``: squares probed beyond the run's own (from its
+    saved models; empty for none)."""
     metrics = json.loads((run / "metrics.json").read_text())
     config = json.loads((run / "config.json").read_text())["args"]
     kinds = config["models"]
@@ -261,7 +264,7 @@ def flows_section(run: Path, figures: Figures, *, title: str | None = None, exte
                      fmt(m["far_recon_max"]), fmt(m["far_cond_max"]), fmt(100 * m["far_nonfinite"], 2) + " %"])
     far_rows: list[dict[str, Any]] = [r for r in regions if r["region"] != "data"]
     if extended and (run / "checkpoints" / "models.pt").is_file():
-        far_rows = far_rows + extended_sweep(run)
+        far_rows = far_rows + extended_sweep(run, extended)
     radii = sorted({float(r["radius"]) for r in far_rows})
     sweeps = {k: sorted((r for r in far_rows if r["model"] == k), key=lambda r: float(r["radius"])) for k in kinds}
     sweep_rows = []
