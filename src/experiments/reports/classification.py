@@ -7,8 +7,8 @@ rewrites the document from the runs there are.
 
 Usage::
 
-    python -m experiments.reports.classification                  # all settings, about an hour on 2 cores
-    python -m experiments.reports.classification --settings digits
+    python -m experiments.reports.classification                  # all 23 runs: ~40 min of CPU, one run at a time
+    python -m experiments.reports.classification --settings digits                           # 14 runs, ~20 min
     python -m experiments.reports.classification --settings digits --only affine_conv_nf_scaled additive_shuffle
     python -m experiments.reports.classification --report-only
 """

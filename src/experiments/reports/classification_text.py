@@ -88,8 +88,8 @@ FINDINGS: list[str] = [
     "`digits_long` table).",
     "",
     "**NF cures the failure only at a weight scaled to the dimension.** The README's `--nf-coeff 1e-5` does not "
-    "help at `D = 64`: `affine_conv_nf` ends with κ 2e5 and Inf reconstructions (one test image, and training "
-    "images). This is not a bug: the NF term is in the loss (the logged `loss` is cross-entropy plus the "
+    "help at `D = 64`: `affine_conv_nf` ends with κ 2e5 and Inf reconstructions (one test image and four "
+    "training images). This is not a bug: the NF term is in the loss (the logged `loss` is cross-entropy plus the "
     "`nf_term` column), its gradient reaches every flow parameter, and the flow's log-det matches `log|det J|` of "
     "the exact Jacobian (checked by hand on the final checkpoint: -153.116 both ways). It is too weak: at the "
     "start its gradient is 4e-4 of the cross-entropy's (table above), so the flow contracts freely and the "
@@ -114,12 +114,12 @@ FINDINGS: list[str] = [
     "convolutions), as the paper notes.",
     "",
     "**Memory-saving gradients.** Where the final model is invertible on the fixed test batch the memory-saving "
-    "gradient is within about 1e-4 rad of the true one, also for the unregularized affine model; where a "
+    "gradient is within about 1e-4 rad of the true one, also for the unregularized affine models; where a "
     "reconstruction of that batch is non-finite (`affine_conv_nf`) the angle is NaN, and in `affine_conv_fd` "
     "the memory-saving backward itself broke down. The paper's growing-angle curve is not reproduced here "
     "beyond these end points.",
     "",
     "**Not reproduced at this scale.** The paper's CIFAR-10 numbers (200 epochs; κ up to 8.6e14 with infinite "
     "reconstruction error) are not attempted: Fashion-MNIST or CIFAR-10 runs do not fit the one-hour budget on "
-    "2 shared cores. Every run listed as not run above has no finished run folder.",
+    "2 shared cores. Runs that stopped early are listed under \"Did not complete\" in their setting.",
 ]
