@@ -116,9 +116,9 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--batch-size", type=_positive_int, default=None,
                        help="Real and generated images per step (default: per data set).")
     train.add_argument("--lr", type=_positive_float, default=None,
-                       help="Generator (flow) Adam learning rate, betas (0.5, 0.99) (default: 5e-5, the original's, on the "
-                            "image sets; 1e-3 for the digits and the quick preset, which compresses the original's "
-                            "250 epochs into a few hundred steps).")
+                       help="Generator (flow) Adam learning rate, betas (0.5, 0.99) (default: 5e-5, the original's, on "
+                            "the image sets; 1e-3 for the digits and the quick preset, which compresses the "
+                            "original's 250 epochs into a few hundred steps).")
     train.add_argument("--disc-lr", type=_positive_float, default=1e-4,
                        help="Discriminator Adam learning rate, betas (0.5, 0.99) (default: %(default)s).")
     train.add_argument("--gp-weight", type=float, default=10.0,

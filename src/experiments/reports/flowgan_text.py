@@ -13,7 +13,8 @@ DISCUSSION: list[str] = [
     "For 264 steps (the `flowgan` default) the pure adversarial flow stays well conditioned (kappa below 100). "
     "Continued to 792 steps (`digits-long`) it breaks: between steps 264 and 396 its condition number jumps from "
     "about 20 to 5e3-3e4 on data and on noise, and reaches 3.7e9 on test digits and 7.4e11 on Rademacher noise "
-    "at step 792, far beyond float32's 1/eps (1.7e7); at the same time its test bits per dimension go from 6.2 to 1.6e4 and "
+    "at step 792, far beyond float32's 1/eps (1.7e7); at the same time its test bits per dimension go from 6.2 "
+    "to 1.6e4 and "
     "then to 3.9e16, i.e. the model assigns the data no density at all. Its own samples stay better conditioned "
     "(kappa 3.6e4 at the end).",
     "- **Not reproduced: NaN/Inf samples and failed reconstructions.** No snapshot of any run produced a "

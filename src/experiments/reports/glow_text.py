@@ -19,7 +19,8 @@ DISCUSSION: list[str] = [
     "any snapshot, and no probe set's reconstruction fails. The paper's failures come from a 3-level x 32-step, "
     "width-512 Glow trained for 500 epochs on CIFAR-10 (96 affine couplings whose scales compound over hundreds of "
     "thousands of steps); a 2-level x 4-step, width-64 Glow trained for 2300 steps on 8x8 digits reaches "
-    "condition numbers of a few thousand off the data, far from where float32 round trips break. Longer runs, deeper models and the image data sets "
+    "condition numbers of a few thousand off the data, far from where float32 round trips break. Longer runs, "
+    "deeper models and the image data sets "
     "(`--studies fashion`, or `python -m experiments.glow --dataset cifar10` where the data exist) are the next "
     "step; they do not fit the hour of CPU this page is budgeted.",
     "- **Likelihood.** The affine model reaches the better test bits per dimension; it also gives "
