@@ -43,7 +43,7 @@ from invertible.attack import AttackResult, invertibility_attack
 from invertible import allow_nonfinite, iterative_inverse
 
 from .data import DatasetNotFound, dataset_names, load_dataset
-from .image_flows import unique_names, GLOW_MODELS, ImageFlow, embedded_zoo, load_image_flows, without_logdet
+from .image_flows import GLOW_MODELS, ImageFlow, prepare_study, study_flows, without_logdet
 from .plots import image_grid, line_plot
 from .runs import CsvLog, RunExists, open_run
 from .training import Stopwatch, resolve_device
@@ -159,22 +159,13 @@ def _pictures(flow: ImageFlow, result: AttackResult, folder: Path, summary: dict
 def main(argv: Sequence[str] | None = None) -> int:
     """``python -m experiments.attack``: returns the exit status (0 ok, 2 bad input)."""
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    if args.out is None:
-        args.out = Path("runs/attack") / ("models" if args.model else f"{args.dataset}-{args.preset}")
-    if args.zoo_dir is None:
-        args.zoo_dir = Path("runs/zoo") / f"{args.dataset}-{args.preset}"
+    prepare_study(args, "attack")
     watch = Stopwatch()
     try:
         device = resolve_device(args.device)
         run = open_run(args.out, args, overwrite=args.overwrite)
-        if args.model:
-            flows = unique_names([f for spec in args.model for f in load_image_flows(spec, device=device)])
-        else:
-            flows = embedded_zoo(args.zoo_dir, dataset=args.dataset, data_dir=args.data_dir, preset=args.preset,
-                                 seed=args.seed)
+        flows = study_flows(args, device)
+        if not args.model:
             order = [GLOW_MODELS[m] for m in DEFAULT_MODELS] + ["Residual Flow"]
             flows = sorted((f for f in flows if f.name in order), key=lambda f: order.index(f.name))
         data = load_dataset(flows[0].dataset or args.dataset, args.split, data_dir=args.data_dir)

@@ -39,6 +39,7 @@ from .data import pad_images, resize_images
 from .image_resflow import is_resflow_run, load_resflow_run, train_resflow
 
 __all__ = ["GLOW_MODELS", "ImageFlow", "ZOO_PRESETS", "convert_images", "embedded_zoo", "load_image_flows",
+           "prepare_study", "study_flows",
            "unique_names", "without_logdet"]
 
 _log = logging.getLogger(__name__)
@@ -282,3 +283,22 @@ def embedded_zoo(folder: str | Path, *, dataset: str = "digits", data_dir: Path 
                       preset="quick" if preset == "quick" else "default", seed=seed)
         flows.append(_resflow_flow(folder / "resflow", None))
     return flows
+
+
+def prepare_study(args: Any, study: str) -> None:
+    """Logging, threads and the default run and zoo folders shared by the image studies (``ood``, ``attack``)."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    if args.out is None:
+        args.out = Path("runs") / study / ("models" if args.model else f"{args.dataset}-{args.preset}")
+    if args.zoo_dir is None:
+        args.zoo_dir = Path("runs/zoo") / f"{args.dataset}-{args.preset}"
+
+
+def study_flows(args: Any, device: torch.device | str) -> list[ImageFlow]:
+    """The flows named by ``--model``, or the embedded zoo (trained on first use, then reused)."""
+    if args.model:
+        return unique_names([f for spec in args.model for f in load_image_flows(spec, device=device)])
+    return embedded_zoo(args.zoo_dir, dataset=args.dataset, data_dir=args.data_dir, preset=args.preset,
+                        seed=args.seed)

@@ -49,7 +49,7 @@ from invertible import allow_nonfinite, iterative_inverse
 from invertible.diagnostics import reconstruction_error
 
 from .data import DatasetNotFound, dataset_names
-from .image_flows import unique_names, ImageFlow, embedded_zoo, load_image_flows, without_logdet
+from .image_flows import ImageFlow, prepare_study, study_flows, without_logdet
 from .ood_data import RawSet, available_sets, synthetic_unit
 from .plots import histogram, image_grid
 from .runs import CsvLog, RunExists, open_run
@@ -272,22 +272,13 @@ def run_study(flows: Sequence[ImageFlow], sets: Sequence[RawSet], out: Path, *, 
 def main(argv: Sequence[str] | None = None) -> int:
     """``python -m experiments.ood``: returns the exit status (0 ok, 2 bad input)."""
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    if args.out is None:
-        args.out = Path("runs/ood") / ("models" if args.model else f"{args.dataset}-{args.preset}")
-    if args.zoo_dir is None:
-        args.zoo_dir = Path("runs/zoo") / f"{args.dataset}-{args.preset}"
+    prepare_study(args, "ood")
     watch = Stopwatch()
     try:
         device = resolve_device(args.device)
         run = open_run(args.out, args, overwrite=args.overwrite)
-        if args.model:
-            flows = unique_names([f for spec in args.model for f in load_image_flows(spec, device=device)])
-        else:
-            flows = embedded_zoo(args.zoo_dir, dataset=args.dataset, data_dir=args.data_dir, preset=args.preset,
-                                 seed=args.seed)
+        flows = study_flows(args, device)
+        if not args.model:
             for flow in flows:
                 flow.model.to(device)
         shapes = {f.data_shape for f in flows}
