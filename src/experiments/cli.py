@@ -13,11 +13,11 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Sequence
 
 from .data.sources import DEFAULT_DATA_DIR, dataset_names
 
-__all__ = ["add_data_args", "add_run_args", "add_training_args", "add_common_args"]
+__all__ = ["add_data_args", "add_run_args", "add_training_args", "add_common_args", "parse_and_resolve"]
 
 
 def _positive_int(text: str) -> int:
@@ -87,3 +87,14 @@ def add_common_args(parser: argparse.ArgumentParser, *, default_dataset: str = "
     add_run_args(parser, default_out=default_out, auto_out=auto_out)
     add_training_args(parser, epochs=epochs, batch_size=batch_size, seed=seed)
     return parser
+
+
+def parse_and_resolve(parser: argparse.ArgumentParser, resolve: Callable[[argparse.Namespace], argparse.Namespace],
+                      argv: Sequence[str] | None = None) -> argparse.Namespace:
+    """Parse ``argv`` and fill study-dependent defaults with ``resolve``; a ``ValueError`` from it (a bad
+    combination of flags) exits with a usage error like any bad flag."""
+    args = parser.parse_args(argv)
+    try:
+        return resolve(args)
+    except ValueError as exc:
+        parser.error(str(exc))

@@ -11,7 +11,7 @@ from invertible.layers import SCALE_FNS
 from invertible.models import PERMUTATIONS
 from invertible.regularizers import FD_VARIANTS
 
-from ..cli import _positive_int, _seed, add_data_args, add_run_args
+from ..cli import _positive_int, _seed, add_data_args, add_run_args, parse_and_resolve
 from ..data import DATASETS
 
 __all__ = ["DATASET_DEFAULTS", "NON_RESULT", "build_parser", "resolve", "run_name"]
@@ -253,9 +253,4 @@ def run_name(args: argparse.Namespace) -> str:
 
 def parse(argv: Sequence[str] | None = None) -> argparse.Namespace:
     """Parse and resolve; bad combinations exit with a usage error like any bad flag."""
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    try:
-        return resolve(args)
-    except ValueError as exc:
-        parser.error(str(exc))
+    return parse_and_resolve(build_parser(), resolve, argv)

@@ -7,7 +7,7 @@ import math
 from pathlib import Path
 from typing import Any, Sequence
 
-from ..cli import _positive_int, _seed, add_data_args, add_run_args
+from ..cli import _positive_int, _seed, add_data_args, add_run_args, parse_and_resolve
 from ..glow.options import (_non_negative_int, _positive_float, add_analysis_args, add_model_args, check_model_args,
                              model_spec)
 
@@ -175,10 +175,5 @@ def run_name(args: argparse.Namespace) -> str:
 
 
 def parse(argv: Sequence[str] | None = None) -> argparse.Namespace:
-    """Parse and resolve; bad combinations exit with a usage error."""
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    try:
-        return resolve(args)
-    except ValueError as exc:
-        parser.error(str(exc))
+    """Parse and resolve; bad combinations exit with a usage error like any bad flag."""
+    return parse_and_resolve(build_parser(), resolve, argv)

@@ -11,7 +11,7 @@ from typing import Any, Sequence
 from invertible.layers import SCALE_FNS
 from invertible.models import PERMUTATIONS
 
-from ..cli import _positive_int, _seed, add_data_args, add_run_args
+from ..cli import _positive_int, _seed, add_data_args, add_run_args, parse_and_resolve
 
 __all__ = ["ANALYSIS_KEYS", "NON_RESULT", "PRESETS", "ModelSpec", "add_analysis_args", "add_model_args", "build_parser",
            "check_model_args", "model_spec", "parse", "resolve", "run_name"]
@@ -241,9 +241,4 @@ def run_name(args: argparse.Namespace) -> str:
 
 def parse(argv: Sequence[str] | None = None) -> argparse.Namespace:
     """Parse and resolve; bad combinations exit with a usage error like any bad flag."""
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    try:
-        return resolve(args)
-    except ValueError as exc:
-        parser.error(str(exc))
+    return parse_and_resolve(build_parser(), resolve, argv)
