@@ -24,7 +24,7 @@ from ..runs import Run, open_run, read_csv
 from ..training import Meter, ResumableLoop, resolve_device, seed_everything
 from ..glow.data import GlowData
 from ..glow.model import build_glow, mark_actnorm_initialized
-from ..glow.train import (_USER_ERRORS, Clock, analyze_folders, evaluate, last_snapshot_table, load_data, model_args,
+from ..glow.train import (_USER_ERRORS, Clock, analyze_folders, evaluate, finish_study, load_data, model_args,
                           open_model_run, sample_grid, summary, zero_nonfinite_grads)
 from . import options
 from .discriminator import Discriminator, gradient_penalty
@@ -223,12 +223,7 @@ def _study(args: argparse.Namespace, device: torch.device) -> int:
             finally:
                 run.close()
         study.update_metrics(variants=variants)
-        rows: list[dict[str, Any]] = []
-        if not args.no_analyze:
-            rows = analyze_folders([study.path], study.path, args, device)
-            study.update_metrics(last_snapshot=last_snapshot_table(rows))
-        study.update_metrics(timing={"wall_seconds": time.time() - wall, "cpu_seconds": time.process_time() - cpu,
-                                     "threads": torch.get_num_threads(), "resumed": study.resumed})
+        rows = finish_study(study, args, device, wall, cpu)
         print(f"FlowGAN on {args.dataset}: {study.path}\n" + summary(rows, variants))
         for name, m in variants.items():
             print(f"{name:<22} Fréchet distance (own classifier) {m.get('fd', math.nan):.4g} "

@@ -27,7 +27,7 @@ from .data import GlowData, load
 from .model import build_glow, find_model_runs, load_run, mark_actnorm_initialized
 
 __all__ = ["AnalysisError", "Clock", "EVAL_FIELDS", "TRAIN_FIELDS", "analyze_folders", "evaluate",
-           "last_snapshot_table", "load_data", "main", "model_args", "open_model_run", "sample_grid", "summary", "train_model",
+           "finish_study", "last_snapshot_table", "load_data", "main", "model_args", "open_model_run", "sample_grid", "summary", "train_model",
            "zero_nonfinite_grads"]
 
 _log = logging.getLogger("experiments.glow")
@@ -277,6 +277,20 @@ def summary(rows: Sequence[dict[str, Any]], models: dict[str, dict[str, Any]] | 
     return "\n".join(lines)
 
 
+def finish_study(study: Any, args: argparse.Namespace, device: torch.device, wall: float, cpu: float
+                 ) -> list[dict[str, Any]]:
+    """The end of a study run: the stability analysis of its model runs (unless ``--no-analyze``) and the
+    timing, both into the study's metrics. ``wall``/``cpu`` are ``time.time()``/``time.process_time()`` at its
+    start. Returns the analysis rows."""
+    rows: list[dict[str, Any]] = []
+    if not args.no_analyze:
+        rows = analyze_folders([study.path], study.path, args, device)
+        study.update_metrics(last_snapshot=last_snapshot_table(rows))
+    study.update_metrics(timing={"wall_seconds": time.time() - wall, "cpu_seconds": time.process_time() - cpu,
+                                 "threads": torch.get_num_threads(), "resumed": study.resumed})
+    return rows
+
+
 def last_snapshot_table(rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for name in dict.fromkeys(r["model"] for r in rows):
@@ -299,12 +313,7 @@ def _study(args: argparse.Namespace, device: torch.device) -> int:
             finally:
                 run.close()
         study.update_metrics(models=models)
-        rows: list[dict[str, Any]] = []
-        if not args.no_analyze:
-            rows = analyze_folders([study.path], study.path, args, device)
-            study.update_metrics(last_snapshot=last_snapshot_table(rows))
-        study.update_metrics(timing={"wall_seconds": time.time() - wall, "cpu_seconds": time.process_time() - cpu,
-                                     "threads": torch.get_num_threads(), "resumed": study.resumed})
+        rows = finish_study(study, args, device, wall, cpu)
         print(f"Glow MLE on {args.dataset}: {study.path}\n" + summary(rows, models))
     finally:
         study.close()
