@@ -13,11 +13,11 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Any, Callable, Sequence
 
 from .data.sources import DEFAULT_DATA_DIR, dataset_names
 
-__all__ = ["add_data_args", "add_run_args", "add_training_args", "add_common_args", "parse_and_resolve"]
+__all__ = ["add_data_args", "add_run_args", "add_training_args", "add_common_args", "apply_preset", "parse_and_resolve"]
 
 
 def _positive_int(text: str) -> int:
@@ -98,3 +98,11 @@ def parse_and_resolve(parser: argparse.ArgumentParser, resolve: Callable[[argpar
         return resolve(args)
     except ValueError as exc:
         parser.error(str(exc))
+
+
+def apply_preset(args: argparse.Namespace, preset: dict[str, Any]) -> argparse.Namespace:
+    """Fill the arguments the user left unset (``None``) with the preset's values; the user's values win."""
+    for key, value in preset.items():
+        if getattr(args, key, None) is None:
+            setattr(args, key, value)
+    return args

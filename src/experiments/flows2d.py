@@ -61,7 +61,7 @@ from invertible.layers.activations import make_activation
 from invertible.layers.spectral_norm import SpectralNormLinear, update_lipschitz
 from invertible.models import DenseResidualFlow, Flow
 
-from .cli import add_run_args
+from .cli import add_run_args, apply_preset
 from .plots import heatmap_grid, line_panels, plot_csv
 from .runs import Run, open_run, read_csv
 from .training import ResumableLoop, Stopwatch, resolve_device
@@ -285,9 +285,7 @@ def resolve_args(args: argparse.Namespace) -> argparse.Namespace:
     """Fill the preset's values into the arguments left unset."""
     if args.quick:
         args.preset = "quick"
-    for key, value in PRESETS[args.preset].items():
-        if getattr(args, key) is None:
-            setattr(args, key, value)
+    apply_preset(args, PRESETS[args.preset])
     if min(args.blocks, args.iterations, args.batch_size, args.log_every, args.grid_size) < 1:
         raise SystemExit("--blocks, --iterations, --batch-size, --log-every and --grid-size must be >= 1")
     args.models = list(dict.fromkeys(args.models))

@@ -56,7 +56,7 @@ from invertible import ActNorm, allow_nonfinite
 from invertible.diagnostics import jacobian_stats, reconstruction_error
 from invertible.models import DenseFlow, standard_normal_log_prob
 
-from .cli import add_run_args
+from .cli import add_run_args, apply_preset
 from .plots import plot_csv
 from .runs import Run, open_run, read_csv
 from .training import ResumableLoop, Stopwatch, resolve_device
@@ -250,9 +250,7 @@ def resolve_args(args: argparse.Namespace) -> argparse.Namespace:
     """Fill the preset's values into the arguments left unset."""
     if args.quick:
         args.preset = "quick"
-    for key, value in PRESETS[args.preset].items():
-        if getattr(args, key) is None:
-            setattr(args, key, value)
+    apply_preset(args, PRESETS[args.preset])
     if args.iterations < 1 or args.points < 2 or args.log_every < 1:
         raise SystemExit("--iterations and --log-every must be >= 1 and --points >= 2")
     if args.out is None:

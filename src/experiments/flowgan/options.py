@@ -7,7 +7,7 @@ import math
 from pathlib import Path
 from typing import Any, Sequence
 
-from ..cli import _positive_int, _seed, add_data_args, add_run_args, parse_and_resolve
+from ..cli import _positive_int, _seed, add_data_args, add_run_args, apply_preset, parse_and_resolve
 from ..glow.options import (_non_negative_int, _positive_float, add_analysis_args, add_model_args, check_model_args,
                              model_spec)
 
@@ -150,9 +150,7 @@ def build_parser() -> argparse.ArgumentParser:
 def resolve(args: argparse.Namespace) -> argparse.Namespace:
     """Fill in the preset's values, fixed FlowGAN settings and the run folder; raise ValueError on bad values."""
     if args.analyze is None:
-        for key, value in PRESETS["quick" if args.preset == "quick" else args.dataset].items():
-            if getattr(args, key, None) is None:
-                setattr(args, key, value)
+        apply_preset(args, PRESETS["quick" if args.preset == "quick" else args.dataset])
     args.no_learn_top = not args.learn_top
     args.optim_name, args.warmup, args.max_grad_norm, args.augment = "adam", 0, 0.0, False
     check_model_args(args)

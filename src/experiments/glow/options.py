@@ -11,7 +11,7 @@ from typing import Any, Sequence
 from invertible.layers import SCALE_FNS
 from invertible.models import PERMUTATIONS
 
-from ..cli import _positive_int, _seed, add_data_args, add_run_args, parse_and_resolve
+from ..cli import _positive_int, _seed, add_data_args, add_run_args, apply_preset, parse_and_resolve
 
 __all__ = ["ANALYSIS_KEYS", "NON_RESULT", "PRESETS", "ModelSpec", "add_analysis_args", "add_model_args", "build_parser",
            "check_model_args", "model_spec", "parse", "resolve", "run_name"]
@@ -206,9 +206,7 @@ def resolve(args: argparse.Namespace) -> argparse.Namespace:
     """Fill in the preset's values and the run folder; raise ValueError on bad combinations."""
     preset = PRESETS["quick" if args.preset == "quick" else args.dataset]
     if getattr(args, "analyze", None) is None:  # analysis only: unset values come from the analysed runs
-        for key, value in preset.items():
-            if getattr(args, key, None) is None:
-                setattr(args, key, value)
+        apply_preset(args, preset)
     check_model_args(args)
     args.models = list(dict.fromkeys(args.models))
     if args.out is None and getattr(args, "analyze", None) is None:
