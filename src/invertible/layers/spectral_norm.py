@@ -26,6 +26,7 @@ dense operator for tiny sizes) and :func:`power_iteration`.
 from __future__ import annotations
 
 import math
+from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any, NamedTuple
@@ -162,7 +163,7 @@ def conv_spectral_norm(
     return torch.linalg.matrix_norm(spectrum.permute(2, 3, 0, 1), ord=2).max()
 
 
-class _SpectralNorm:
+class _SpectralNorm(ABC):
     """Shared logic of the two normalised layers (a mixin over ``nn.Linear`` / ``nn.Conv2d``)."""
 
     weight: Tensor
@@ -185,15 +186,17 @@ class _SpectralNorm:
         self.last_power_iteration: PowerIterationResult | None = None
 
     # -- the operator -----------------------------------------------------------------------------------------
+    @abstractmethod
     def _vector_shapes(self) -> tuple[tuple[int, ...], tuple[int, ...]]:
-        raise NotImplementedError
+        """Shapes of ``u`` (output space) and ``v`` (input space)."""
 
+    @abstractmethod
     def _apply_op(self, weight: Tensor, v: Tensor) -> Tensor:
         """``W v`` for a flat ``v`` of the input space, flat result."""
-        raise NotImplementedError
 
+    @abstractmethod
     def _exact_sigma(self, weight: Tensor, dense_below: int = 0) -> Tensor:
-        raise NotImplementedError
+        """The exact spectral norm of the operator (SVD, or the FFT value for circular convolutions)."""
 
     def _init_vectors(self, generator: torch.Generator | None) -> tuple[Tensor, Tensor]:
         n_u, n_v = (math.prod(s) for s in self._vector_shapes())
