@@ -6,6 +6,9 @@
   inverse maps, condition numbers, log-det error.
 - :mod:`~invertible.diagnostics.estimates`: ``sigma_max`` and ``sigma_min`` by Golub-Kahan-Lanczos on JVP/VJP, for
   inputs too large for an exact Jacobian.
+- :mod:`~invertible.diagnostics.verdict`: the one definition of *numerically non-invertible* (a non-finite
+  reconstruction, or one off by more than ``rtol`` relative, anywhere in the set), with the condition number at
+  the worst-reconstructed and at fixed inputs reported beside it as a precursor.
 
 Every function runs the module in eval mode (restored afterwards) and lets non-finite values through, so that
 they are counted rather than refused.
@@ -22,9 +25,19 @@ from .jacobian import (
     singular_values,
 )
 from .reconstruction import ReconstructionStats, RoundTrips, reconstruction_error, repeated_round_trips
+from .verdict import (
+    NONINVERTIBLE_RTOL,
+    ConditionAt,
+    InvertibilityVerdict,
+    invertibility_verdict,
+    judge_reconstructions,
+)
 
 __all__ = [
+    "NONINVERTIBLE_RTOL",
+    "ConditionAt",
     "ExtremeSingularValues",
+    "InvertibilityVerdict",
     "JacobianStats",
     "ReconstructionStats",
     "RoundTrips",
@@ -36,7 +49,9 @@ __all__ = [
     "exact_jacobian",
     "extreme_singular_values",
     "flat_norm",
+    "invertibility_verdict",
     "jacobian_stats",
+    "judge_reconstructions",
     "reconstruction_error",
     "repeated_round_trips",
     "singular_values",
