@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from experiments.cli import add_common_args
+from experiments.common.cli import add_common_args
 
 COMMON = ["--dataset", "--data-dir", "--download", "--device", "--out", "--resume", "--overwrite", "--seed",
           "--epochs", "--batch-size"]

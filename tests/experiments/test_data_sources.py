@@ -15,8 +15,8 @@ import pytest
 import scipy.io
 import torch
 
-from experiments import data
-from experiments.data import DataFormatError, DatasetNotFound, DownloadFailed, load_dataset, read_idx
+from experiments.common import data
+from experiments.common.data import DataFormatError, DatasetNotFound, DownloadFailed, load_dataset, read_idx
 
 RNG = np.random.default_rng(1234)
 

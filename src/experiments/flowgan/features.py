@@ -6,10 +6,9 @@ classifier on the same data set and measures the **Fréchet distance between the
 features** of generated and of test images. The values compare runs on the same data set with the same classifier;
 they are not FID values and cannot be compared with published ones.
 
-Usage::
+The FlowGAN study trains it on first use and caches it in a run folder (``--classifier-dir``)::
 
-    python -m experiments.feature_classifier --dataset digits            # trains and caches the classifier
-    >>> from experiments.feature_classifier import frechet_distance
+    >>> from experiments.flowgan.features import frechet_distance
     >>> import torch
     >>> a = torch.randn(500, 3, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
     >>> round(frechet_distance(a, a), 12)
@@ -20,11 +19,9 @@ Inputs are images in the flows' space ``[-0.5, 0.5)`` (grey levels ``k`` as ``(k
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 import math
-import sys
 import time
 from pathlib import Path
 from typing import Any, Sequence
@@ -35,12 +32,10 @@ from torch import Tensor, nn
 
 from invertible.checkpoint import load_checkpoint
 
-from .cli import _positive_int, _seed, add_data_args
-from .data import epoch_batches, load_dataset, make_generator, pad_to_multiple
-from .runs import open_run
-from .training import resolve_device
+from ..common.data import epoch_batches, load_dataset, make_generator, pad_to_multiple
+from ..common.runs import open_run
 
-__all__ = ["FeatureClassifier", "classifier_features", "frechet_distance", "get_feature_classifier", "main",
+__all__ = ["FeatureClassifier", "classifier_features", "frechet_distance", "get_feature_classifier",
            "train_feature_classifier"]
 
 _log = logging.getLogger(__name__)
@@ -137,8 +132,8 @@ def train_feature_classifier(dataset: str, *, data_dir: Path, multiple: int = 1,
 def get_feature_classifier(dataset: str, *, data_dir: Path, cache: Path, multiple: int = 1, epochs: int = 15,
                            features: int = 64, seed: int = 0, device: torch.device | str = "cpu"
                            ) -> tuple[FeatureClassifier, dict[str, Any]]:
-    """The classifier cached in ``cache`` (a run folder of ``python -m experiments.feature_classifier``) if it was
-    trained with these settings, else train it there."""
+    """The classifier cached in the run folder ``cache`` if it was trained with these settings, else train it
+    there."""
     wanted = {"dataset": dataset, "multiple": multiple, "epochs": epochs, "features": features, "seed": seed}
     config = cache / "config.json"
     model_file = cache / "checkpoints" / "model.pt"
@@ -161,32 +156,3 @@ def get_feature_classifier(dataset: str, *, data_dir: Path, cache: Path, multipl
     _log.info("feature classifier on %s: test accuracy %.4f (%.0f s)", dataset, info["test_accuracy"],
               info["seconds"])
     return model.eval(), info
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m experiments.feature_classifier``: train (or reuse) the classifier and print its accuracy."""
-    parser = argparse.ArgumentParser(prog="python -m experiments.feature_classifier",
-                                     description="Train the small classifier whose penultimate features the FlowGAN "
-                                                 "study's Fréchet distance uses, and cache it in --out.")
-    add_data_args(parser, default_dataset="digits")
-    parser.add_argument("--out", type=Path, default=None,
-                        help="Cache folder (default: runs/feature_classifier/<dataset>-m<multiple>-s<seed>).")
-    parser.add_argument("--multiple", type=_positive_int, default=1,
-                        help="Pad images to a multiple of this side (the flow's 2^levels) (default: %(default)s).")
-    parser.add_argument("--epochs", type=_positive_int, default=15, help="Training epochs (default: %(default)s).")
-    parser.add_argument("--features", type=_positive_int, default=64,
-                        help="Width of the feature layer (default: %(default)s).")
-    parser.add_argument("--seed", type=_seed, default=0, help="Seed (default: %(default)s).")
-    parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default: %(default)s).")
-    args = parser.parse_args(argv)
-    out = args.out or Path("runs/feature_classifier") / f"{args.dataset}-m{args.multiple}-s{args.seed}"
-    _, info = get_feature_classifier(args.dataset, data_dir=args.data_dir, cache=out, multiple=args.multiple,
-                                     epochs=args.epochs, features=args.features, seed=args.seed,
-                                     device=resolve_device(args.device))
-    print(f"feature classifier on {args.dataset} in {out}: test accuracy {info['test_accuracy']:.4f}")
-    return 0
-
-
-if __name__ == "__main__":
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
-    sys.exit(main())

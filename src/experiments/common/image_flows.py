@@ -7,7 +7,7 @@ inputs. Sources (:func:`load_image_flows`):
 
 - a run folder of ``python -m experiments.glow`` (a study folder with ``models/<name>/``, or one model folder):
   the last snapshot of each Glow;
-- a run folder of :func:`experiments.image_resflow.train_resflow`: its Residual Flow;
+- a run folder of :func:`experiments.common.resflow.train_resflow`: its Residual Flow;
 - y0ast's pre-trained Glow (the ``glow/`` folder, the ``.pt`` file or ``glow.zip``):
   :func:`invertible.loaders.load_y0ast_glow`, input ``k / 256 - 0.5`` as y0ast's preprocessing;
 - rtqichen's pre-trained Residual Flow (a ``.pth`` file): :func:`invertible.loaders.load_resflow`, input
@@ -15,14 +15,16 @@ inputs. Sources (:func:`load_image_flows`):
 
 :func:`embedded_zoo` trains (or reuses) the small models of the studies on the embedded data: an affine Glow
 (Glow's scale ``sigmoid(h + 2)``, as the pre-trained Glow), an additive Glow and a bounded affine Glow
-(``0.5 sigmoid(h + 2) + 0.5``, the paper's modified affine) through ``python -m experiments.glow``, and a Residual
-Flow through :mod:`experiments.image_resflow`.
+(``0.5 sigmoid(h + 2) + 0.5``, the paper's modified affine) through ``python -m experiments.glow`` (run by name,
+:func:`experiments.common.study.call`), and a Residual Flow through :mod:`experiments.common.resflow`.
 """
 
 from __future__ import annotations
 
+import argparse
 import json
 import logging
+import re
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,12 +37,13 @@ from invertible.layers import LogDetEstimator, ResidualBlock
 from invertible.loaders import load_resflow, load_y0ast_glow
 from invertible.models import Flow, bits_per_dim
 
-from .data import pad_images, resize_images
-from .image_resflow import is_resflow_run, load_resflow_run, train_resflow
+from .data import DATASETS, dataset_names, load_dataset, pad_images, resize_images
+from .glow.model import find_model_runs, load_run
+from .resflow import is_resflow_run, load_resflow_run, train_resflow
+from .study import call
 
-__all__ = ["GLOW_MODELS", "ImageFlow", "ZOO_PRESETS", "convert_images", "embedded_zoo", "load_image_flows",
-           "prepare_study", "study_flows",
-           "unique_names", "without_logdet"]
+__all__ = ["FlowNotFound", "GLOW_MODELS", "ImageFlow", "ZOO_PRESETS", "add_flow_args", "convert_images",
+           "embedded_zoo", "load_image_flows", "slug", "study_flows", "unique_names", "without_logdet"]
 
 _log = logging.getLogger(__name__)
 
@@ -56,6 +59,33 @@ ZOO_PRESETS: dict[str, list[str]] = {
                 "--eval-every", "460"],
     "quick": ["--preset", "quick", "--eval-every", "1000"],
 }
+
+
+class FlowNotFound(FileNotFoundError):
+    """A ``--model`` path that holds no flow this module can load."""
+
+
+def add_flow_args(parser: argparse.ArgumentParser, what: str) -> None:
+    """The flags of the studies that evaluate trained image flows (``ood``, ``attack``): which flows (``--model`` or
+    the embedded zoo), the data set and where its files and the zoo's runs are; ``what`` completes the help of
+    ``--model`` (e.g. "to attack")."""
+    group = parser.add_argument_group("flows and data")
+    group.add_argument("--model", action="append", default=None, metavar="[LABEL=]PATH",
+                       help=f"A model {what} (repeatable): a run folder of experiments.glow or of the zoo's Residual "
+                            "Flow, y0ast's Glow folder or glow.zip, or rtqichen's .pth; default: the embedded zoo.")
+    group.add_argument("--dataset", default="digits", choices=dataset_names(),
+                       help="In-distribution data set: the zoo's training data and the natural images (default: "
+                            "%(default)s).")
+    group.add_argument("--data-dir", type=Path, default=Path("data"),
+                       help="Folder searched for data set files (default: %(default)s).")
+    group.add_argument("--zoo-dir", type=Path, default=None,
+                       help="Where the zoo's runs live and are reused, shared by experiments.ood and "
+                            "experiments.attack (default: runs/zoo/<dataset>-<preset>).")
+
+
+def slug(name: str) -> str:
+    """A file-name part for a model label: ``"affine Glow (y0ast)"`` -> ``"affine_glow_y0ast"``."""
+    return re.sub(r"[^a-z0-9]+", "_", name.lower()).strip("_")
 
 
 def _requantize(images: Tensor, levels_from: int, levels_to: int) -> Tensor:
@@ -163,10 +193,6 @@ def without_logdet(model: Flow) -> Iterator[None]:
 # Sources
 # ----------------------------------------------------------------------------------------------------------------
 def _glow_flows(folder: Path) -> list[ImageFlow]:
-    from .glow import load_run
-    from .glow.model import find_model_runs
-    from .data import DATASETS
-
     flows = []
     for path in find_model_runs(folder):
         run = load_run(path)
@@ -181,15 +207,13 @@ def _glow_flows(folder: Path) -> list[ImageFlow]:
 
 
 def _resflow_flow(folder: Path, name: str | None) -> ImageFlow:
-    from .data import DATASETS
-
     run = load_resflow_run(folder)
     dataset = run.config["dataset"]
     spec = DATASETS.get(dataset)
     shape = tuple(run.config["shape"])
     return ImageFlow(name or RESFLOW_LABEL, run.load(), "resflow", run.levels, shape,  # type: ignore[arg-type]
                      tuple(spec.shape) if spec else shape, float(run.levels), 0.0, dataset,  # type: ignore[arg-type]
-                     f"experiments.image_resflow run {folder}", clip_rademacher=False, info={"run": str(folder)})
+                     f"experiments.common.resflow run {folder}", clip_rademacher=False, info={"run": str(folder)})
 
 
 def load_image_flows(spec: str, *, device: torch.device | str = "cpu") -> list[ImageFlow]:
@@ -197,7 +221,7 @@ def load_image_flows(spec: str, *, device: torch.device | str = "cpu") -> list[I
     label, _, path_text = spec.rpartition("=") if "=" in spec else ("", "", spec)
     path = Path(path_text)
     if not path.exists():
-        raise FileNotFoundError(f"--model {spec}: no such file or folder")
+        raise FlowNotFound(f"--model {spec}: no such file or folder")
     if path.is_dir() and is_resflow_run(path):
         flows = [_resflow_flow(path, label or None)]
     elif path.is_dir() and ((path / "glow_affine_coupling.pt").is_file()):
@@ -214,7 +238,7 @@ def load_image_flows(spec: str, *, device: torch.device | str = "cpu") -> list[I
                            255.0, 0.0, "cifar10", f"rtqichen/residual-flows checkpoint {path}",
                            clip_rademacher=False)]
     else:
-        raise FileNotFoundError(f"--model {spec}: {path} is neither a run folder, a y0ast Glow folder nor a "
+        raise FlowNotFound(f"--model {spec}: {path} is neither a run folder, a y0ast Glow folder nor a "
                                 "residual-flows checkpoint")
     for flow in flows:
         flow.model.to(device)
@@ -257,13 +281,9 @@ def embedded_zoo(folder: str | Path, *, dataset: str = "digits", data_dir: Path 
     Runs that completed with the same settings are reused; interrupted ones resume.
     """
     folder = Path(folder)
-    from .data import load_dataset
-
     load_dataset(dataset, "train", data_dir=data_dir)  # DatasetNotFound (with how to get it) before any training
     flows: list[ImageFlow] = []
     if glow_models:
-        from .glow import main as glow_main
-
         glow_dir = folder / "glow"
         if not _glow_done(glow_dir, glow_models):
             argv = ["--dataset", dataset, "--data-dir", str(data_dir), "--models", *glow_models,
@@ -271,8 +291,7 @@ def embedded_zoo(folder: str | Path, *, dataset: str = "digits", data_dir: Path 
                     *ZOO_PRESETS[preset]]
             if (glow_dir / "config.json").is_file():
                 argv.append("--resume")
-            _log.info("training the Glow models: python -m experiments.glow %s", " ".join(argv))
-            status = glow_main(argv)
+            status = call("glow", argv)
             if status != 0:
                 raise RuntimeError(f"python -m experiments.glow {' '.join(argv)} failed with status {status}")
         by_name = {Path(f.info["run"]).name: f for f in _glow_flows(glow_dir)}
@@ -285,20 +304,11 @@ def embedded_zoo(folder: str | Path, *, dataset: str = "digits", data_dir: Path 
     return flows
 
 
-def prepare_study(args: Any, study: str) -> None:
-    """Logging, threads and the default run and zoo folders shared by the image studies (``ood``, ``attack``)."""
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    if args.out is None:
-        args.out = Path("runs") / study / ("models" if args.model else f"{args.dataset}-{args.preset}")
-    if args.zoo_dir is None:
-        args.zoo_dir = Path("runs/zoo") / f"{args.dataset}-{args.preset}"
-
-
 def study_flows(args: Any, device: torch.device | str) -> list[ImageFlow]:
-    """The flows named by ``--model``, or the embedded zoo (trained on first use, then reused)."""
+    """The flows named by ``--model``, or the embedded zoo in ``--zoo-dir`` (default
+    ``runs/zoo/<dataset>-<preset>``; trained on first use, then reused)."""
     if args.model:
         return unique_names([f for spec in args.model for f in load_image_flows(spec, device=device)])
-    return embedded_zoo(args.zoo_dir, dataset=args.dataset, data_dir=args.data_dir, preset=args.preset,
+    zoo = args.zoo_dir or Path("runs/zoo") / f"{args.dataset}-{args.preset}"
+    return embedded_zoo(zoo, dataset=args.dataset, data_dir=args.data_dir, preset=args.preset,
                         seed=args.seed)

@@ -7,8 +7,10 @@ Layout of ``--out``::
     metrics.json         final (or current) scalar results
     checkpoints/latest.pt  written atomically with invertible.checkpoint
     plots/               figures
+    .lock                held while a process writes into the folder (:mod:`experiments.common.lock`)
 
-:func:`open_run` refuses to reuse an existing run folder unless ``overwrite`` or ``resume`` is given. On resume it
+:func:`open_run` refuses to reuse an existing run folder unless ``overwrite`` or ``resume`` is given, and refuses
+both while another live process holds the folder's lock (a lock left by a killed process is taken over). On resume it
 checks that the stored config matches (apart from keys such as ``device`` that do not change results), loads
 ``checkpoints/latest.pt`` and cuts every CSV back to the rows it had when that checkpoint was written, so a resumed
 run's logs equal an uninterrupted run's. Only the main process (rank 0) writes.
@@ -28,6 +30,7 @@ import platform
 import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping
 
@@ -37,10 +40,13 @@ import torch
 from invertible.checkpoint import load_checkpoint, save_checkpoint
 
 from . import distributed
+from .lock import LOCK_NAME, RunLock, RunLocked
 
 __all__ = [
     "NON_RESULT_KEYS",
+    "OutNotWritable",
     "RunExists",
+    "RunLocked",
     "RunNotFound",
     "ConfigMismatch",
     "Run",
@@ -50,12 +56,16 @@ __all__ = [
     "truncate_csv",
     "to_jsonable",
     "environment_info",
+    "check_folder",
+    "check_writable",
+    "write_json",
 ]
 
 _log = logging.getLogger(__name__)
 
 #: Config keys that may differ on ``--resume`` because they do not change results.
-NON_RESULT_KEYS = frozenset({"out", "resume", "overwrite", "data_dir", "download", "device", "progress"})
+NON_RESULT_KEYS = frozenset({"out", "resume", "overwrite", "data_dir", "download", "device", "progress", "threads",
+                             "save_dir", "preset"})
 _RUN_PART = "_run"
 
 
@@ -69,6 +79,32 @@ class RunNotFound(FileNotFoundError):
 
 class ConfigMismatch(ValueError):
     """``--resume`` was given with arguments that change results."""
+
+
+class OutNotWritable(PermissionError):
+    """The run folder cannot be created or written (a file in the way, no permission, a read-only disk)."""
+
+
+def check_writable(out: str | os.PathLike[str]) -> None:
+    """Raise :class:`OutNotWritable` unless ``out`` can be a run folder: the folder itself or its nearest existing
+    ancestor must be a folder this process can create files in (tried with a temporary file, which root's
+    permission bits would not show). Nothing is left behind."""
+    path = Path(out)
+    existing = path
+    while not existing.exists():
+        if existing.parent == existing:
+            break
+        existing = existing.parent
+    if existing.exists() and not existing.is_dir():
+        what = "is a file" if existing == path else f"lies below the file {existing}"
+        raise OutNotWritable(f"--out {path} {what}; choose a folder path")
+    try:
+        fd, probe = tempfile.mkstemp(prefix=".write-test-", dir=existing)
+    except OSError as exc:
+        raise OutNotWritable(f"--out {path}: cannot create files in {existing} ({exc.strerror or exc}); choose "
+                             "another --out") from exc
+    os.close(fd)
+    os.unlink(probe)
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -102,8 +138,9 @@ def to_jsonable(value: Any) -> Any:
     raise TypeError(f"cannot store a {type(value).__name__} in JSON: {value!r}")
 
 
-def _write_json(path: Path, obj: Any) -> None:
-    """Write JSON atomically (temp file + os.replace)."""
+def write_json(path: str | os.PathLike[str], obj: Any) -> None:
+    """Write ``obj`` as strict JSON (see :func:`to_jsonable`) atomically (temp file + os.replace)."""
+    path = Path(path)
     tmp = path.with_name(f".{path.name}.tmp")
     tmp.write_text(json.dumps(to_jsonable(obj), indent=2, allow_nan=False) + "\n")
     os.replace(tmp, path)
@@ -219,16 +256,24 @@ class CsvLog:
 # Run folder
 # ----------------------------------------------------------------------------------------------------------------
 class Run:
-    """One run folder: config, CSV logs, metrics and checkpoints (writes happen on the main process only)."""
+    """One run folder: config, CSV logs, metrics and checkpoints (writes happen on the main process only).
 
-    def __init__(self, path: Path, config: dict[str, Any], *, resumed: bool, main: bool) -> None:
+    A study's ``run(run, args)`` also finds here what the runner prepared for it: ``device`` (the torch device) and
+    ``inputs`` (what the study's ``prepare`` hook returned before the folder was opened, or ``None``).
+    """
+
+    def __init__(self, path: Path, config: dict[str, Any], *, resumed: bool, main: bool,
+                 lock: RunLock | None = None) -> None:
         self.path = path
         self.config = config
         self.resumed = resumed
         self.main = main
         self.metrics: dict[str, Any] = {}
         self.resume_state: dict[str, Any] | None = None  # checkpoint parts loaded on resume
+        self.device = torch.device("cpu")
+        self.inputs: Any = None
         self._logs: dict[str, CsvLog] = {}
+        self._lock = lock
 
     @property
     def checkpoint_dir(self) -> Path:
@@ -253,7 +298,7 @@ class Run:
         """Merge ``values`` into metrics.json (rewritten atomically)."""
         self.metrics.update(to_jsonable(values))
         if self.main:
-            _write_json(self.path / "metrics.json", self.metrics)
+            write_json(self.path / "metrics.json", self.metrics)
 
     def save_checkpoint(self, name: str = "latest", **parts: Any) -> Path | None:
         """Save ``checkpoints/<name>.pt`` atomically with the CSV row counts and metrics; main process only."""
@@ -276,9 +321,11 @@ class Run:
         return parts
 
     def close(self) -> None:
-        """Close all CSV logs."""
+        """Close all CSV logs and release the folder's lock."""
         for log in self._logs.values():
             log.close()
+        if self._lock is not None:
+            self._lock.release()
 
     def _rewind(self, check: Callable[[dict[str, Any]], None] | None = None) -> None:
         """Load latest.pt, let ``check`` refuse it, and cut CSV logs and metrics back to the state recorded in it."""
@@ -301,7 +348,7 @@ class Run:
             else:
                 truncate_csv(csv_path, keep)
         if self.metrics:
-            _write_json(self.path / "metrics.json", self.metrics)
+            write_json(self.path / "metrics.json", self.metrics)
         else:
             (self.path / "metrics.json").unlink(missing_ok=True)
         where = f"step recorded in {path}" if parts else "the start (no checkpoint yet)"
@@ -336,7 +383,8 @@ def open_run(
     main: bool | None = None,
     check_checkpoint: Callable[[dict[str, Any]], None] | None = None,
 ) -> Run:
-    """Create (or, with ``resume``, reopen) the run folder ``out`` for a run with arguments ``config``.
+    """Create (or, with ``resume``, reopen) the run folder ``out`` for a run with arguments ``config``, and lock it
+    (on the main process) until :meth:`Run.close`.
 
     On resume, ``check_checkpoint(parts)`` may raise to refuse a checkpoint that belongs to another model before
     the logs are cut back to it.
@@ -347,59 +395,103 @@ def open_run(
     ignored = NON_RESULT_KEYS | frozenset(ignore)
     if resume and overwrite:
         raise ValueError("--resume and --overwrite contradict each other: choose one")
-    config_path = path / "config.json"
-    if resume:
-        if not config_path.is_file():
-            raise RunNotFound(f"cannot resume: {path} holds no run (no config.json); drop --resume to start one")
-        try:
-            stored = json.loads(config_path.read_text())
-        except json.JSONDecodeError as exc:
-            raise RunNotFound(f"cannot resume: {config_path} is not valid JSON ({exc})") from exc
-        diff = _differences(stored.get("args", {}), args, ignored)
-        if diff:
-            raise ConfigMismatch(
-                f"cannot resume {path}: these arguments differ from the stored run and change results:\n"
-                + "\n".join(diff) + "\nUse the stored values, or start a new run in another --out folder"
-            )
-        for line in _differences(stored.get("args", {}), args, frozenset()):
-            _log.warning("resuming with a changed non-result argument:%s", line)
-        run = Run(path, args, resumed=True, main=main)
-        run._rewind(check_checkpoint)
-        distributed.barrier()
-        return run
+    lock: RunLock | None = None
     error: Exception | None = None
     if main:
         try:
-            _create_folder(path, args, overwrite)
-        except (RunExists, OSError) as exc:
+            lock = _check_resume(path, args, ignored) if resume else _create_folder(path, args, overwrite)
+        except (RunExists, RunNotFound, ConfigMismatch, RunLocked, OSError) as exc:
             error = exc
     # Every rank raises rank 0's error, rather than waiting at the barrier for a rank that has given up.
     error = distributed.broadcast_object(error) if distributed.is_distributed() else error
     if error is not None:
         raise error
+    run = Run(path, args, resumed=resume, main=main, lock=lock)
+    if resume:
+        try:
+            run._rewind(check_checkpoint)
+        except BaseException:
+            run.close()
+            raise
     distributed.barrier()
-    return Run(path, args, resumed=False, main=main)
+    return run
 
 
-def _create_folder(path: Path, args: dict[str, Any], overwrite: bool) -> None:
-    """Create a fresh run folder with config.json, replacing an old run only if ``overwrite``."""
+def check_folder(out: str | os.PathLike[str], config: Mapping[str, Any] | argparse.Namespace, *, resume: bool = False,
+                 overwrite: bool = False, ignore: Iterable[str] = ()) -> None:
+    """Raise what :func:`open_run` would raise about the folder itself (it exists, holds no run to resume, holds
+    another configuration, is locked by a live run), changing nothing: a check to make before long preparations.
+    :func:`open_run` checks again, under the lock."""
+    path = Path(out)
+    if resume:
+        _stored_args(path, _config_dict(config), NON_RESULT_KEYS | frozenset(ignore))
+    elif path.exists():
+        _existing_run(path, overwrite)
+    if path.is_dir():
+        RunLock(path).acquire().release()
+
+
+def _stored_args(path: Path, args: dict[str, Any], ignored: frozenset[str]) -> dict[str, Any]:
+    """The stored arguments of the run in ``path``; raise unless they match ``args`` (up to ``ignored``)."""
+    config_path = path / "config.json"
+    if not config_path.is_file():
+        raise RunNotFound(f"cannot resume: {path} holds no run (no config.json); drop --resume to start one")
+    try:
+        stored = json.loads(config_path.read_text())
+    except json.JSONDecodeError as exc:
+        raise RunNotFound(f"cannot resume: {config_path} is not valid JSON ({exc})") from exc
+    diff = _differences(stored.get("args", {}), args, ignored)
+    if diff:
+        raise ConfigMismatch(
+            f"cannot resume {path}: these arguments differ from the stored run and change results:\n"
+            + "\n".join(diff) + "\nUse the stored values, or start a new run in another --out folder"
+        )
+    return dict(stored.get("args", {}))
+
+
+def _check_resume(path: Path, args: dict[str, Any], ignored: frozenset[str]) -> RunLock:
+    """Lock the run folder ``path`` for a resume after checking that its stored arguments match ``args``."""
+    stored = _stored_args(path, args, ignored)
+    lock = RunLock(path).acquire()
+    for line in _differences(stored, args, frozenset()):
+        _log.warning("resuming with a changed non-result argument:%s", line)
+    return lock
+
+
+def _existing_run(path: Path, overwrite: bool) -> None:
+    """Raise :class:`RunExists` unless the existing ``path`` is an empty folder or (with ``overwrite``) a run."""
+    if not path.is_dir():
+        raise RunExists(f"--out {path} exists and is not a folder")
+    if any(p.name != LOCK_NAME for p in path.iterdir()):
+        if not (path / "config.json").is_file():
+            raise RunExists(f"--out {path} exists and is not a run folder (no config.json); refusing to write "
+                            "into it or delete it; choose another --out")
+        if not overwrite:
+            raise RunExists(f"run folder {path} already exists; pass --overwrite to replace it, --resume to "
+                            "continue it, or choose another --out")
+
+
+def _create_folder(path: Path, args: dict[str, Any], overwrite: bool) -> RunLock:
+    """Create and lock a fresh run folder with config.json, replacing an old run only if ``overwrite`` (and only
+    when no live process holds it)."""
     config_path = path / "config.json"
     if path.exists():
-        if not path.is_dir():
-            raise RunExists(f"--out {path} exists and is not a folder")
-        if any(path.iterdir()):
-            if not config_path.is_file():
-                raise RunExists(f"--out {path} exists and is not a run folder (no config.json); refusing to write "
-                                "into it or delete it; choose another --out")
-            if not overwrite:
-                raise RunExists(f"run folder {path} already exists; pass --overwrite to replace it, --resume to "
-                                "continue it, or choose another --out")
-            _log.warning("overwriting run folder %s", path)
-            shutil.rmtree(path)
+        _existing_run(path, overwrite)
     path.mkdir(parents=True, exist_ok=True)
-    _write_json(config_path, {
-        "args": args,
-        "command": [sys.executable, *sys.argv],
-        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-        "environment": environment_info(),
-    })
+    lock = RunLock(path).acquire()
+    try:
+        old = [p for p in path.iterdir() if p.name != LOCK_NAME]
+        if old:
+            _log.warning("overwriting run folder %s", path)
+        for item in old:  # the lock stays, so no other process can start in the folder meanwhile
+            shutil.rmtree(item) if item.is_dir() and not item.is_symlink() else item.unlink()
+        write_json(config_path, {
+            "args": args,
+            "command": [sys.executable, *sys.argv],
+            "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+            "environment": environment_info(),
+        })
+    except BaseException:
+        lock.release()
+        raise
+    return lock

