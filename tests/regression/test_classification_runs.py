@@ -98,18 +98,26 @@ RESUME = [*TINY, "--epochs", "3", "--batch-size", "128", "--log-every", "5", "--
           "--lr-decay-epochs", "2"]
 
 
-def test_a_killed_run_resumes_to_the_same_result(tmp_path: Path) -> None:
-    """SIGKILL mid-run, then --resume: logs and metrics equal an uninterrupted run's (time columns aside)."""
+def test_a_killed_run_resumes_to_the_same_result(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """While the run lives, its folder can be neither resumed nor overwritten; after SIGKILL its lock is stale and
+    --resume takes it over: logs and metrics equal an uninterrupted run's (time columns aside)."""
     killed = tmp_path / "killed"
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     proc = subprocess.Popen([sys.executable, "-m", "experiments.classification", *RESUME, "--out", str(killed)],
                             env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:
         _wait_for_rows(killed / "iteration_log.csv", 14, proc)  # checkpoints at 4, 8, 12 (epoch 1 ends at 12)
+        proc.send_signal(signal.SIGSTOP)  # hold it still (alive, lock held) while the others try
+        rows = len(read_csv(killed / "iteration_log.csv"))
+        for mode in ("--resume", "--overwrite"):
+            assert main([*RESUME, "--out", str(killed), mode]) == 2
+            assert f"is in use by process {proc.pid}" in capsys.readouterr().err
+        assert len(read_csv(killed / "iteration_log.csv")) == rows  # the live run's logs are untouched
     finally:
         proc.send_signal(signal.SIGKILL)
         proc.wait()
     assert not (killed / "metrics.json").exists()
+    assert str(proc.pid) in (killed / ".lock").read_text()  # stale: its process is gone
     assert main([*RESUME, "--out", str(killed), "--resume"]) == 0
 
     reference = tmp_path / "reference"
