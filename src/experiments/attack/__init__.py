@@ -28,23 +28,12 @@ Examples::
 
 from ..common.image_flows import FlowNotFound
 from ..common.study import Study
-from . import options
-from .attacks import FIELDS, attack_flow, prepare, run
+from . import attacks, options
+from .attacks import FIELDS, attack_flow
 
 __all__ = ["FIELDS", "STUDY", "attack_flow", "main"]
 
-STUDY = Study(
-    name="attack",
-    description=__doc__,
-    add_arguments=options.add_arguments,
-    run=run,
-    presets=options.PRESETS,
-    prepare=prepare,
-    cost="about 2 minutes on 2 CPU cores once the zoo of python -m experiments.ood exists (README); training the "
-         "zoo first takes about 25 minutes",
-    name_keys=("dataset",),
-    non_result=options.NON_RESULT,
-    user_errors=(FlowNotFound,),
-    threads=None,
-)
+STUDY = Study.of(options, attacks, description=__doc__, name_keys=("dataset",), user_errors=(FlowNotFound,),
+                 threads=None, cost="about 2 minutes on 2 CPU cores once the zoo of python -m experiments.ood exists "
+                                    "(README); training the zoo first takes about 25 minutes")
 main = STUDY.main

@@ -19,26 +19,17 @@ lets it walk far from the data, where flows2d's sweep finds the affine inverse o
 Examples::
 
     python -m experiments.flows2d                               # writes runs/flows2d/cpu
-    python -m experiments.attack2d --flows runs/flows2d/cpu     # writes runs/attack2d/cpu
+    python -m experiments.attack2d --flows runs/flows2d/cpu     # writes runs/attack2d/flows2d-cpu
     python -m experiments.attack2d --flows runs/flows2d/cpu --radius 0.125 2 --steps 500 --out runs/attack2d_long
 """
 
 from ..common.study import Study
-from . import options
-from .attacks import FIELDS, ModelsNotFound, plot_attack, prepare, resolve, run
+from . import attacks, options
+from .attacks import FIELDS, ModelsNotFound, plot_attack
 
 __all__ = ["FIELDS", "STUDY", "main", "plot_attack"]
 
-STUDY = Study(
-    name="attack2d",
-    description=__doc__,
-    add_arguments=options.add_arguments,
-    run=run,
-    presets=options.PRESETS,
-    resolve=resolve,
-    prepare=prepare,
-    cost="about 2 minutes on 2 CPU cores (the four cpu-preset models, 64 points, 3 radii of 200 steps; README)",
-    name_keys=("flows",),
-    user_errors=(ModelsNotFound,),
-)
+STUDY = Study.of(options, attacks, description=__doc__, name_keys=("flows",), user_errors=(ModelsNotFound,),
+                 cost="about 2 minutes on 2 CPU cores (the four cpu-preset models, 64 points, 3 radii of 200 steps; "
+                      "README)")
 main = STUDY.main

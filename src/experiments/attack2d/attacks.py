@@ -39,24 +39,6 @@ def prepare(args: argparse.Namespace, device: torch.device) -> nn.ModuleDict:
     return models
 
 
-def resolve(args: argparse.Namespace) -> None:
-    """Attack every model of the run unless ``--models`` names some (checked against the run in :func:`prepare`)."""
-    if args.models is None:
-        config = Path(args.flows) / "config.json"
-        args.models = list(_stored_models(config))
-    args.models = list(dict.fromkeys(args.models))
-
-
-def _stored_models(config: Path) -> list[str]:
-    import json
-
-    try:
-        return list(json.loads(config.read_text())["args"]["models"])
-    except (OSError, ValueError, KeyError) as exc:
-        raise ValueError(f"--flows {config.parent} is not a finished run folder of python -m experiments.flows2d "
-                         f"({exc})") from None
-
-
 def _worst(values: torch.Tensor, dim: int = -1) -> torch.Tensor:
     """Largest value along ``dim`` with NaN and Inf counting as infinite."""
     return values.double().nan_to_num(nan=math.inf, posinf=math.inf).amax(dim=dim)

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import json
 from pathlib import Path
 from typing import Any
 
 from ..common.cli import positive_float, positive_int
 
-__all__ = ["PRESETS", "add_arguments"]
+__all__ = ["PRESETS", "add_arguments", "resolve"]
 
 #: Attack sizes: ``default`` and the tests' ``quick``.
 PRESETS: dict[str, dict[str, Any]] = {
@@ -34,3 +35,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--unroll", type=positive_int, default=4,
                         help="Fixed-point iterations of residual inverses inside the attack graph (default: "
                              "%(default)s, as the original).")
+
+
+def resolve(args: argparse.Namespace) -> None:
+    """Attack every model of the run unless ``--models`` names some (checked against the run in :func:`prepare`)."""
+    if args.models is None:
+        config = Path(args.flows) / "config.json"
+        args.models = list(_stored_models(config))
+    args.models = list(dict.fromkeys(args.models))
+
+
+def _stored_models(config: Path) -> list[str]:
+    try:
+        return list(json.loads(config.read_text())["args"]["models"])
+    except (OSError, ValueError, KeyError) as exc:
+        raise ValueError(f"--flows {config.parent} is not a finished run folder of python -m experiments.flows2d "
+                         f"({exc})") from None

@@ -24,29 +24,17 @@ singular values of the exact Jacobian), ``epoch_log.csv`` (train/test loss, accu
 """
 
 from ..common.study import Study
-from . import options
-from .train import ConfigError, build_model, check_resume, prepare, run
+from . import options, train
+from .train import ConfigError, build_model
 
 __all__ = ["ConfigError", "STUDY", "build_model", "main"]
 
-STUDY = Study(
-    name="classification",
-    description="Train the paper's INN classifier (a Glow without splits plus a BatchNorm-ReLU-Linear head on the "
-                "first latents) and measure whether it stays numerically invertible (PAPER.md section 2.1).",
-    add_arguments=options.add_arguments,
-    run=run,
-    presets=options.PRESETS,
-    resolve=options.resolve,
-    prepare=prepare,
-    check_resume=check_resume,
-    cost="about 1 minute on 2 CPU cores (digits, 450 iterations: 45 s measured on a fresh clone, 33 s of it "
-         "training; affine and regularized: 1-4 minutes)",
-    name_keys=("dataset",),
-    non_result=options.NON_RESULT,
-    user_errors=(ConfigError,),
-    seed=3,
-    distributed=True,
-    epilog="Launch on N processes with: python -m torch.distributed.run --standalone --nproc_per_node=N "
-           "-m experiments.classification ...",
-)
+STUDY = Study.of(options, train, description="Train the paper's INN classifier (a Glow without splits plus a "
+                 "BatchNorm-ReLU-Linear head on the first latents) and measure whether it stays numerically invertible "
+                 "(PAPER.md section 2.1).",
+                 cost="about 1 minute on 2 CPU cores (digits, 450 iterations: 45 s measured on a fresh clone, 33 s "
+                      "of it training; affine and regularized: 1-4 minutes)",
+                 name_keys=("dataset",), user_errors=(ConfigError,), seed=3, distributed=True,
+                 epilog="Launch on N processes with: python -m torch.distributed.run --standalone "
+                        "--nproc_per_node=N -m experiments.classification ...")
 main = STUDY.main

@@ -48,6 +48,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import ModuleType
 from typing import Any, Callable, Mapping, NoReturn, Sequence
 
 import torch
@@ -127,6 +128,21 @@ class Study:
         if "quick" not in self.presets or self.default_preset not in self.presets:
             raise ValueError(f"study {self.name}: presets need 'quick' and the default {self.default_preset!r}, "
                              f"got {sorted(self.presets)}")
+
+    @classmethod
+    def of(cls, options: ModuleType, work: ModuleType, *, description: str, cost: str, **fields: Any) -> "Study":
+        """The study of the package holding the modules ``options`` and ``work``, by convention: ``options``
+        defines ``add_arguments`` and ``PRESETS`` (and may define ``resolve``, ``NON_RESULT`` and
+        ``DEFAULT_PRESET``); ``work`` defines ``run`` (and may define ``prepare`` and ``check_resume``).
+        ``fields`` are the other attributes (``name_keys``, ``user_errors``, ``seed``, ...)."""
+        found = {"add_arguments": options.add_arguments, "presets": options.PRESETS, "run": work.run}
+        for attribute, module, key in (("resolve", options, "resolve"), ("non_result", options, "NON_RESULT"),
+                                       ("default_preset", options, "DEFAULT_PRESET"), ("prepare", work, "prepare"),
+                                       ("check_resume", work, "check_resume")):
+            if hasattr(module, key):
+                found[attribute] = getattr(module, key)
+        name = options.__name__.split(".")[-2]
+        return cls(name=name, description=description, cost=cost, **{**found, **fields})
 
     # ------------------------------------------------------------------------------------------------------------
     # Command line

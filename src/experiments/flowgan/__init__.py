@@ -31,33 +31,20 @@ The study folder has the layout of ``experiments.glow``'s, one ``models/<variant
 samples in each generator batch, and ``eval_log.csv`` the Fréchet distance (``fd``) besides the Glow columns.
 """
 
-from ..common.glow.analysis import AnalysisError, analyze_only
+from ..common.glow.analysis import ANALYSED_STUDY
 from ..common.study import Study
-from . import options
+from . import options, train
 from .discriminator import Discriminator, gradient_penalty
 from .options import variant
-from .train import EVAL_FIELDS, TRAIN_FIELDS, FrechetScorer, prepare, run
+from .train import EVAL_FIELDS, TRAIN_FIELDS, FrechetScorer
 
 __all__ = ["Discriminator", "EVAL_FIELDS", "FrechetScorer", "STUDY", "TRAIN_FIELDS", "gradient_penalty", "main",
            "variant"]
 
-STUDY = Study(
-    name="flowgan",
-    description="Train an affine Glow adversarially (FlowGAN) against a spectrally normalised conv discriminator "
-                "with a gradient penalty, optionally mixed with maximum likelihood or with bounded ActNorm scales; "
-                "one run per --variants entry, then the stability analysis of every snapshot (PAPER.md section "
-                "2.6).",
-    add_arguments=options.add_arguments,
-    run=run,
-    presets=options.PRESETS,
-    resolve=options.resolve,
-    prepare=prepare,
-    cost="about 8 minutes on 2 CPU cores (digits, four variants of 264 steps and their analysis; README)",
-    name_keys=("dataset",),
-    non_result=options.NON_RESULT,
-    user_errors=(AnalysisError,),
-    threads=None,
-    epilog="Analysis only: python -m experiments.flowgan --analyze RUN_FOLDER",
-    task=("analyze", analyze_only),
-)
+STUDY = Study.of(options, train, description="Train an affine Glow adversarially (FlowGAN) against a spectrally "
+                 "normalised conv discriminator with a gradient penalty, optionally mixed with maximum likelihood or "
+                 "with bounded ActNorm scales; one run per --variants entry, then the stability analysis of every "
+                 "snapshot (PAPER.md section 2.6).",
+                 cost="about 8 minutes on 2 CPU cores (digits, four variants of 264 steps and their analysis; README)",
+                 **ANALYSED_STUDY, epilog="Analysis only: python -m experiments.flowgan --analyze RUN_FOLDER")
 main = STUDY.main

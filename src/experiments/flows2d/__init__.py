@@ -39,25 +39,15 @@ Examples::
 
 from ..common.checkerboard import MODELS, build_model, checkerboard, load_models
 from ..common.study import Study
-from . import options
+from . import options, train
 from .evaluate import REGION_FIELDS, evaluate_points, grid_points, region_row, square_boundary
 from .figures import plot_run
 from .options import PRESETS
-from .train import run
 
 __all__ = ["MODELS", "PRESETS", "REGION_FIELDS", "STUDY", "build_model", "checkerboard", "evaluate_points",
            "grid_points", "load_models", "main", "plot_run", "region_row", "square_boundary"]
 
-STUDY = Study(
-    name="flows2d",
-    description=__doc__,
-    add_arguments=options.add_arguments,
-    run=run,
-    presets=PRESETS,
-    default_preset="cpu",
-    resolve=options.resolve,
-    cost="about 7 minutes on 2 CPU cores (preset cpu, four models of 2,000 steps and their evaluation: 6.5 min "
-         "measured; README)",
-    non_result=("checkpoint_every",),
-)
+STUDY = Study.of(options, train, description=__doc__,
+                 cost="about 7 minutes on 2 CPU cores (preset cpu, four models of 2,000 steps and their evaluation: "
+                      "6.5 min measured; README)")
 main = STUDY.main

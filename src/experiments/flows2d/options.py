@@ -8,7 +8,7 @@ from typing import Any
 from ..common.checkerboard import MODELS
 from ..common.cli import Range, non_negative_float, non_negative_int, positive_float, positive_int
 
-__all__ = ["PRESETS", "add_arguments", "resolve"]
+__all__ = ["DEFAULT_PRESET", "NON_RESULT", "PRESETS", "add_arguments", "resolve"]
 
 #: Sizes per preset; ``blocks`` is coupling pairs (two couplings each) or residual blocks.
 PRESETS: dict[str, dict[str, Any]] = {
@@ -19,6 +19,11 @@ PRESETS: dict[str, dict[str, Any]] = {
     "quick": {"blocks": 2, "hidden": [16, 16], "iterations": 150, "batch_size": 256, "log_every": 50,
               "grid_size": 48},
 }
+
+#: The preset of a run without ``--preset``.
+DEFAULT_PRESET = "cpu"
+#: Flags that change no result.
+NON_RESULT = ("checkpoint_every",)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

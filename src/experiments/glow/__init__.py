@@ -24,30 +24,17 @@ row per model, snapshot and probe set; see :mod:`experiments.common.glow.analysi
 ``plots/recon_<model>.png``.
 """
 
-from ..common.glow.analysis import ANALYSIS_FIELDS, PROBE_SETS, AnalysisError, analyze_only
+from ..common.glow.analysis import ANALYSED_STUDY, ANALYSIS_FIELDS, PROBE_SETS
 from ..common.glow.model import load_run, snapshots
 from ..common.study import Study
-from . import options
-from .train import EVAL_FIELDS, TRAIN_FIELDS, prepare, run
+from . import options, train
+from .train import EVAL_FIELDS, TRAIN_FIELDS
 
 __all__ = ["ANALYSIS_FIELDS", "EVAL_FIELDS", "PROBE_SETS", "STUDY", "TRAIN_FIELDS", "load_run", "main", "snapshots"]
 
-STUDY = Study(
-    name="glow",
-    description="Train Glow by maximum likelihood (one run per --models entry), then measure over the saved "
-                "snapshots whether each model stays numerically invertible on data, on its own samples, on noise "
-                "and on an out-of-distribution set (PAPER.md section 2.5).",
-    add_arguments=options.add_arguments,
-    run=run,
-    presets=options.PRESETS,
-    resolve=options.resolve,
-    prepare=prepare,
-    cost="about 11 minutes on 2 CPU cores (digits, two models of 2,300 steps and their analysis; README)",
-    name_keys=("dataset",),
-    non_result=options.NON_RESULT,
-    user_errors=(AnalysisError,),
-    threads=None,
-    epilog="Analysis only: python -m experiments.glow --analyze RUN_FOLDER [RUN_FOLDER ...]",
-    task=("analyze", analyze_only),
-)
+STUDY = Study.of(options, train, description="Train Glow by maximum likelihood (one run per --models entry), then "
+                 "measure over the saved snapshots whether each model stays numerically invertible on data, on its own "
+                 "samples, on noise and on an out-of-distribution set (PAPER.md section 2.5).",
+                 cost="about 11 minutes on 2 CPU cores (digits, two models of 2,300 steps and their analysis; README)",
+                 **ANALYSED_STUDY, epilog="Analysis only: python -m experiments.glow --analyze RUN_FOLDER [RUN_FOLDER ...]")
 main = STUDY.main

@@ -32,24 +32,13 @@ Examples::
 
 from ..common.image_flows import FlowNotFound
 from ..common.study import Study
-from . import options
-from .evaluate import FIELDS, evaluate_set, prepare, run
+from . import evaluate, options
+from .evaluate import FIELDS, evaluate_set
 from .tables import markdown_tables
 
 __all__ = ["FIELDS", "STUDY", "evaluate_set", "main", "markdown_tables"]
 
-STUDY = Study(
-    name="ood",
-    description=__doc__,
-    add_arguments=options.add_arguments,
-    run=run,
-    presets=options.PRESETS,
-    prepare=prepare,
-    cost="about 30 minutes on 2 CPU cores the first time (most of it training the zoo's four models), about 6 "
-         "minutes once the zoo exists (README)",
-    name_keys=("dataset",),
-    non_result=options.NON_RESULT,
-    user_errors=(FlowNotFound,),
-    threads=None,
-)
+STUDY = Study.of(options, evaluate, description=__doc__, name_keys=("dataset",), user_errors=(FlowNotFound,),
+                 threads=None, cost="about 30 minutes on 2 CPU cores the first time (most of it training the zoo's "
+                                    "four models), about 6 minutes once the zoo exists (README)")
 main = STUDY.main

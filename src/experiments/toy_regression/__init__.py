@@ -40,22 +40,12 @@ Examples::
 """
 
 from ..common.study import Study
-from . import options
+from . import options, train
 from .options import PRESETS
-from .train import FIELDS, build_model, coeff_label, make_data, measure, plot_runs, run
+from .train import FIELDS, build_model, coeff_label, make_data, measure, plot_runs
 
 __all__ = ["FIELDS", "PRESETS", "STUDY", "build_model", "coeff_label", "make_data", "main", "measure", "plot_runs"]
 
-STUDY = Study(
-    name="toy_regression",
-    description=__doc__,
-    add_arguments=options.add_arguments,
-    run=run,
-    presets=PRESETS,
-    default_preset="cpu",
-    resolve=options.resolve,
-    cost="about 10 minutes on 2 CPU cores (preset cpu, both runs of 5,000 steps; README)",
-    seed=1111,
-    non_result=("checkpoint_every",),
-)
+STUDY = Study.of(options, train, description=__doc__, seed=1111,
+                 cost="about 10 minutes on 2 CPU cores (preset cpu, both runs of 5,000 steps; README)")
 main = STUDY.main

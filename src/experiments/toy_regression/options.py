@@ -7,7 +7,7 @@ from typing import Any
 
 from ..common.cli import finite_float, non_negative_float, non_negative_int, positive_float, positive_int, Range
 
-__all__ = ["PRESETS", "add_arguments", "resolve"]
+__all__ = ["DEFAULT_PRESET", "NON_RESULT", "PRESETS", "add_arguments", "resolve"]
 
 #: Training size per preset; ``paper`` is the original script.
 PRESETS: dict[str, dict[str, Any]] = {
@@ -15,6 +15,11 @@ PRESETS: dict[str, dict[str, Any]] = {
     "cpu": {"points": 500, "iterations": 5_000, "lr": 1e-3, "log_every": 100},
     "quick": {"points": 200, "iterations": 300, "lr": 1e-2, "log_every": 50},
 }
+
+#: The preset of a run without ``--preset``.
+DEFAULT_PRESET = "cpu"
+#: Flags that change no result.
+NON_RESULT = ("checkpoint_every",)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -51,7 +51,7 @@ from ..runs import CsvLog, read_csv, write_json
 from .data import GlowData, load_data, noise_images, ood_images
 from .model import RunModel, find_model_runs, load_run, snapshots
 
-__all__ = ["ANALYSIS_FIELDS", "AnalysisError", "PROBE_SETS", "Probes", "analyze_folders", "analyze_model",
+__all__ = ["ANALYSED_STUDY", "ANALYSIS_FIELDS", "AnalysisError", "PROBE_SETS", "Probes", "analyze_folders", "analyze_model",
            "analyze_runs", "analyze_study", "finite_rows", "last_snapshot_table", "latent_round_trip", "make_probes",
            "measure_set", "model_bpd", "plot_analysis", "sample", "summary"]
 
@@ -340,6 +340,12 @@ def analyze_only(args: argparse.Namespace, device: torch.device) -> int:
     """``--analyze RUN_FOLDER ...``: analyse finished runs without training, print the table; exit status 0."""
     print(summary(analyze_folders(args.analyze, args.out, args, device)))
     return 0
+
+
+#: What the studies that train Glows and analyse them (``glow``, ``flowgan``) declare alike: runs named after the
+#: data set, ``--analyze RUN_FOLDER ...`` as a task without a run folder, threads from the data set's sizes.
+ANALYSED_STUDY: dict[str, Any] = {"name_keys": ("dataset",), "user_errors": (AnalysisError,), "threads": None,
+                                  "task": ("analyze", analyze_only)}
 
 
 def summary(rows: Sequence[dict[str, Any]], models: dict[str, dict[str, Any]] | None = None) -> str:
