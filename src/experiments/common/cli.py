@@ -51,13 +51,13 @@ class Range:
     def describe(self) -> str:
         """The allowed values in words, e.g. ``a finite number in (0, 1)``."""
         kind = "an integer" if self.integer else "a finite number"
+        low, high = _number(self.low), _number(self.high)
         if self.low is not None and self.high is not None:
-            return (f"{kind} in {'(' if self.low_open else '['}{self.low:g}, {self.high:g}"
-                    f"{')' if self.high_open else ']'}")
+            return f"{kind} in {'(' if self.low_open else '['}{low}, {high}{')' if self.high_open else ']'}"
         if self.low is not None:
-            return f"{kind} {'>' if self.low_open else '>='} {self.low:g}"
+            return f"{kind} {'>' if self.low_open else '>='} {low}"
         if self.high is not None:
-            return f"{kind} {'<' if self.high_open else '<='} {self.high:g}"
+            return f"{kind} {'<' if self.high_open else '<='} {high}"
         return kind
 
     def __call__(self, text: str) -> float | int:
@@ -76,6 +76,12 @@ class Range:
 
     def __repr__(self) -> str:
         return f"Range({self.describe()})"
+
+
+def _number(value: float | None) -> str:
+    if value is None:
+        return ""
+    return str(int(value)) if float(value).is_integer() else f"{value:g}"
 
 
 positive_int = Range(1, integer=True)

@@ -123,7 +123,7 @@ class ImageFlow:
         shape: ``(C, H, W)`` of its input (after padding).
         data_shape: ``(C, H, W)`` of its data before padding.
         denominator, offset: ``x = k / denominator + offset`` for grey levels ``k``.
-        dataset: name of its in-distribution data set (for :func:`experiments.data.load_dataset`), if known.
+        dataset: name of its in-distribution data set (for :func:`experiments.common.data.load_dataset`), if known.
         source: where it came from.
         clip_rademacher: whether synthetic Rademacher inputs are clipped like the others (the paper: for Glow, not
             for the Residual Flow).

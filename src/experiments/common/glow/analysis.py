@@ -3,7 +3,7 @@
 Probe sets (the same images for every model and snapshot of a study, so curves compare directly):
 
 - ``data``: the first test images; ``gaussian``: ``clip(0.5 + N(0, 1), 0, 1)`` per pixel; ``rademacher``: each
-  pixel black or white; ``ood``: another data set (see :func:`~experiments.glow.data.ood_images`). All are
+  pixel black or white; ``ood``: another data set (see :func:`~experiments.common.glow.data.ood_images`). All are
   quantised to the data's grey levels and dequantised with a fixed seeded noise, like training images.
 - ``samples``: the model's own samples ``f^-1(z)`` at temperature 1 from one fixed ``z`` per study (split latents
   included, i.e. drawn from the learned conditional priors), measured where they are finite.
