@@ -6,9 +6,9 @@ level (``0.5 / 2^5``), 200 steps of 0.0005, drives the affine flow to a non-inve
 step 56; the modified affine ``0.5 sigmoid + 0.5`` at step 143), while the Residual Flow stays invertible.
 Residual Flows' inverse is unrolled for 4 fixed-point iterations inside the attack graph and run for 200 for the
 reported error. CelebA is not available offline, so by default the attack runs on the embedded zoo
-(:func:`experiments.common.image_flows.embedded_zoo`: affine, bounded affine and additive Glows and a Residual Flow trained
-on the embedded digits, the same runs as ``python -m experiments.ood``), from the first test images, with the
-paper's settings scaled to the data's grey levels: radius ``--radius-levels`` (0.5) grey levels, step size
+(:func:`experiments.common.image_flows.embedded_zoo`: affine, bounded affine and additive Glows and a Residual
+Flow trained on the embedded digits, the same runs as ``python -m experiments.ood``), from the first test images,
+with the paper's settings scaled to the data's grey levels: radius ``--radius-levels`` (0.5) grey levels, step size
 ``radius / 32`` (the paper's ratio, 0.0005 against 1/64), 200 steps, iterates clamped to the range of the natural
 images. ``--model`` attacks other flows (see ``python -m experiments.ood``).
 

@@ -45,6 +45,7 @@ import argparse
 import importlib
 import logging
 import sys
+import textwrap
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -150,8 +151,8 @@ class Study:
     def build_parser(self) -> argparse.ArgumentParser:
         """The study's parser: its own flags, then the runner's."""
         epilog = f"Default run: {self.cost}." + (f"\n\n{self.epilog}" if self.epilog else "")
-        parser = argparse.ArgumentParser(prog=f"python -m experiments.{self.name}", description=self.description,
-                                         epilog=epilog, formatter_class=argparse.RawDescriptionHelpFormatter)
+        parser = argparse.ArgumentParser(prog=f"python -m experiments.{self.name}", description=_wrap(self.description),
+                                         epilog=_wrap(epilog), formatter_class=argparse.RawDescriptionHelpFormatter)
         self.add_arguments(parser)
         group = parser.add_argument_group("run (the same for every study)")
         group.add_argument("--out", type=Path, default=None,
@@ -286,6 +287,12 @@ class Study:
         """``python -m experiments.<name>``: log to the terminal (rank 0 only) and exit with :meth:`main`'s status."""
         distributed.configure_logging(logging.INFO)
         sys.exit(self.main())
+
+
+def _wrap(text: str, width: int = 100) -> str:
+    """Text for ``--help``: paragraphs written on one line are wrapped; a docstring's own lines are kept."""
+    return "\n\n".join(textwrap.fill(part, width) if "\n" not in part.strip() else part
+                       for part in text.strip().split("\n\n"))
 
 
 def load(name: str) -> Study:

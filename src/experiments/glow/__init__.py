@@ -19,9 +19,9 @@ A study folder holds ``config.json``, ``models/<name>/`` (one run folder per mod
 ``train_log.csv`` (every step), ``eval_log.csv`` (test bits per dimension, non-finite samples, round-trip pixel
 distances every ``--eval-every`` steps), ``metrics.json``, ``checkpoints/latest.pt`` for ``--resume`` and
 ``checkpoints/step_<N>.pt`` snapshots, ``plots/samples_<N>.png`` and ``plots/training.png``), ``analysis.csv`` (one
-row per model, snapshot and probe set; see :mod:`experiments.common.glow.analysis`), ``probes.json``, ``metrics.json`` and
-``plots/analysis_*.png`` (each quantity over training, one panel per probe set, the models side by side) and
-``plots/recon_<model>.png``.
+row per model, snapshot and probe set; see :mod:`experiments.common.glow.analysis`), ``probes.json``,
+``metrics.json`` and ``plots/analysis_*.png`` (each quantity over training, one panel per probe set, the models side
+by side) and ``plots/recon_<model>.png``.
 """
 
 from ..common.glow.analysis import ANALYSED_STUDY, ANALYSIS_FIELDS, PROBE_SETS
@@ -36,5 +36,6 @@ STUDY = Study.of(options, train, description="Train Glow by maximum likelihood (
                  "measure over the saved snapshots whether each model stays numerically invertible on data, on its own "
                  "samples, on noise and on an out-of-distribution set (PAPER.md section 2.5).",
                  cost="about 11 minutes on 2 CPU cores (digits, two models of 2,300 steps and their analysis; README)",
-                 **ANALYSED_STUDY, epilog="Analysis only: python -m experiments.glow --analyze RUN_FOLDER [RUN_FOLDER ...]")
+                 **ANALYSED_STUDY,
+                 epilog="Analysis only: python -m experiments.glow --analyze RUN_FOLDER [RUN_FOLDER ...]")
 main = STUDY.main

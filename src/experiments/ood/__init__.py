@@ -5,8 +5,8 @@ The paper feeds a pre-trained affine Glow and a pre-trained Residual Flow images
 model's input space: the Glow fails to reconstruct some inputs (Inf/NaN), the Residual Flow reconstructs all. This
 study measures the same, plus bits per dimension, for any set of models:
 
-- by default the embedded zoo (:func:`experiments.common.image_flows.embedded_zoo`): an affine, an additive and a bounded
-  affine Glow and a Residual Flow trained (or reused, from ``--zoo-dir``) on the embedded digits;
+- by default the embedded zoo (:func:`experiments.common.image_flows.embedded_zoo`): an affine, an additive and a
+  bounded affine Glow and a Residual Flow trained (or reused, from ``--zoo-dir``) on the embedded digits;
 - ``--model PATH`` (repeatable, ``LABEL=PATH`` to name it): a run folder of ``python -m experiments.glow`` or of the
   zoo's Residual Flow, y0ast's pre-trained Glow folder (or ``glow.zip``), or rtqichen's pre-trained Residual Flow
   ``cifar10_resflow_16-16-16.pth`` (see :mod:`invertible.loaders`).

@@ -51,7 +51,8 @@ from ..runs import CsvLog, read_csv, write_json
 from .data import GlowData, load_data, noise_images, ood_images
 from .model import RunModel, find_model_runs, load_run, snapshots
 
-__all__ = ["ANALYSED_STUDY", "ANALYSIS_FIELDS", "AnalysisError", "PROBE_SETS", "Probes", "analyze_folders", "analyze_model",
+__all__ = ["ANALYSED_STUDY", "ANALYSIS_FIELDS", "AnalysisError", "PROBE_SETS", "Probes", "analyze_folders",
+           "analyze_model",
            "analyze_runs", "analyze_study", "finite_rows", "last_snapshot_table", "latent_round_trip", "make_probes",
            "measure_set", "model_bpd", "plot_analysis", "sample", "summary"]
 

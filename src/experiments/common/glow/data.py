@@ -22,7 +22,8 @@ from torch import Tensor
 from ..data import (DatasetNotFound, ImageData, load_dataset, pad_images, pad_to_multiple, random_crop,
                     random_hflip, resize_images)
 
-__all__ = ["GlowData", "OOD_PREFERENCES", "load", "load_data", "noise_images", "ood_images", "photo_patches", "requantize"]
+__all__ = ["GlowData", "OOD_PREFERENCES", "load", "load_data", "noise_images", "ood_images", "photo_patches",
+           "requantize"]
 
 _log = logging.getLogger(__name__)
 
