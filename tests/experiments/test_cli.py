@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import re
 from pathlib import Path
 
 import pytest
 
-from experiments.cli import add_common_args
+from experiments.common import cli
+from experiments.common.cli import add_common_args
 
 COMMON = ["--dataset", "--data-dir", "--download", "--device", "--out", "--resume", "--overwrite", "--seed",
           "--epochs", "--batch-size"]
@@ -69,3 +71,29 @@ def test_out_may_be_left_to_the_study() -> None:
     assert parser.parse_args(["--out", "o"]).out == Path("o")
     help_text = {opt: a.help for a in parser._actions for opt in a.option_strings}["--out"]
     assert "named after the configuration" in help_text
+
+
+@pytest.mark.parametrize("kind, good, bad", [
+    (cli.positive_int, ["1", "7"], ["0", "-1", "1.5", "ten", ""]),
+    (cli.non_negative_int, ["0", "3"], ["-1", "nan"]),
+    (cli.seed_int, ["0", str(2**32 - 1)], ["-1", str(2**32)]),
+    (cli.positive_float, ["1e-8", "3"], ["0", "-1", "nan", "inf", "-inf", "x"]),
+    (cli.non_negative_float, ["0", "0.5"], ["-1e-9", "nan", "inf"]),
+    (cli.finite_float, ["-1", "0", "2.5"], ["nan", "inf"]),
+    (cli.Range(0, 1, low_open=True, high_open=True), ["0.5", "1e-9"], ["0", "1", "1.5", "-0.1", "nan"]),
+])
+def test_validated_number_types(kind: cli.Range, good: list[str], bad: list[str]) -> None:
+    for text in good:
+        assert kind(text) == (int(text) if kind.integer else float(text))
+    for text in bad:
+        with pytest.raises(argparse.ArgumentTypeError, match=re.escape(f"must be {kind.describe()}, got {text!r}")):
+            kind(text)
+
+
+def test_a_bad_number_names_the_flag_and_the_range(capsys: pytest.CaptureFixture[str]) -> None:
+    parser = argparse.ArgumentParser(prog="study")
+    parser.add_argument("--coeff", type=cli.Range(0, 1, low_open=True, high_open=True), default=0.8)
+    with pytest.raises(SystemExit) as info:
+        parser.parse_args(["--coeff", "1.5"])
+    assert info.value.code == 2
+    assert "argument --coeff: must be a finite number in (0, 1), got '1.5'" in capsys.readouterr().err

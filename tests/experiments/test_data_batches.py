@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from experiments.data import (
+from experiments.common.data import (
     augment,
     derive_seed,
     dequantize,

@@ -15,8 +15,8 @@ import pytest
 import scipy.io
 import torch
 
-from experiments import data
-from experiments.data import DataFormatError, DatasetNotFound, DownloadFailed, load_dataset, read_idx
+from experiments.common import data
+from experiments.common.data import DataFormatError, DatasetNotFound, DownloadFailed, load_dataset, read_idx
 
 RNG = np.random.default_rng(1234)
 
@@ -124,6 +124,23 @@ def test_fashion_mnist_from_data_dir_layouts(tmp_path: Path, layout: str, gz: bo
         assert (ds.name, ds.split, ds.num_classes, ds.levels, ds.shape) == ("fashion-mnist", split, 10, 256,
                                                                             (1, 28, 28))
         assert ds.class_names[9] == "Ankle boot"
+
+
+def test_the_folders_torchvision_downloads_into_are_read_as_they_are(tmp_path: Path) -> None:
+    """A --data-dir filled by torchvision's datasets (root/MNIST/raw with unpacked idx files, root/SVHN/*.mat,
+    root/cifar-10-batches-py) works without torchvision."""
+    mnist = write_mnist_layout(tmp_path / "MNIST" / "raw", gz=False)
+    assert torch.equal(load_dataset("mnist", "test", data_dir=tmp_path).images[:, 0],
+                       torch.from_numpy(mnist["test"][0]))
+    (tmp_path / "SVHN").mkdir()
+    x = RNG.integers(0, 256, (32, 32, 3, 2), dtype=np.uint8)
+    scipy.io.savemat(tmp_path / "SVHN" / "train_32x32.mat", {"X": x, "y": np.array([[3], [10]])})
+    assert load_dataset("svhn", "train", data_dir=tmp_path).labels.tolist() == [3, 0]
+    cifar = write_cifar_folder(tmp_path / "cifar-10-batches-py")
+    assert torch.equal(load_dataset("cifar10", "test", data_dir=tmp_path).images, torch.from_numpy(cifar["test"][0]))
+    with pytest.raises(DatasetNotFound):  # negative control: the files in a folder no layout names
+        write_mnist_layout(tmp_path / "elsewhere" / "mnist_files")
+        load_dataset("fashion-mnist", "test", data_dir=tmp_path / "elsewhere")
 
 
 def test_fashion_mnist_from_system_folder(tmp_path: Path) -> None:

@@ -12,9 +12,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from experiments import distributed
-from experiments.runs import read_csv
-from experiments.training import capture_rng_state, restore_rng_state
+from experiments.common import distributed
+from experiments.common.runs import read_csv
+from experiments.common.training import capture_rng_state, restore_rng_state
 from invertible.checkpoint import load_checkpoint
 
 STUDY_PATH = Path(__file__).with_name("tiny_study.py")
@@ -50,7 +50,7 @@ def test_rank_comes_from_torchrun_variables_before_init(monkeypatch: pytest.Monk
     monkeypatch.setenv("LOCAL_RANK", "1")
     assert (distributed.rank(), distributed.world_size(), distributed.local_rank()) == (1, 2, 1)
     assert not distributed.is_main() and distributed.main_only(lambda: 5)() is None
-    with pytest.raises(RuntimeError, match="call experiments.distributed.init_distributed"):
+    with pytest.raises(RuntimeError, match="call experiments.common.distributed.init_distributed"):
         distributed.all_reduce_sum(torch.ones(1))
     monkeypatch.delenv("MASTER_ADDR", raising=False)
     with pytest.raises(RuntimeError, match="MASTER_ADDR"):
@@ -120,7 +120,7 @@ def test_collective_code_paths_in_a_one_process_group(tmp_path: Path) -> None:
     """The distributed branches (broadcast of folder errors, gathers, reductions) run in a gloo group of one."""
     import torch.distributed as dist
 
-    from experiments.runs import RunExists, open_run
+    from experiments.common.runs import RunExists, open_run
 
     dist.init_process_group("gloo", init_method=(tmp_path / "store").as_uri(), rank=0, world_size=1)
     try:

@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 import torch
 
-from experiments import plots
-from experiments.runs import CsvLog
+from experiments.common import plots
+from experiments.common.runs import CsvLog
 
 PNG = b"\x89PNG\r\n\x1a\n"
 

@@ -6,18 +6,28 @@ import argparse
 import json
 import logging
 import math
+import os
 import re
+import signal
+import subprocess
+import sys
+import textwrap
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
-from experiments.runs import (
+from experiments.common.lock import RunLock
+from experiments.common.runs import (
     ConfigMismatch,
     CsvLog,
+    OutNotWritable,
     RunExists,
+    RunLocked,
     RunNotFound,
+    check_folder,
+    check_writable,
     open_run,
     read_csv,
     to_jsonable,
@@ -40,10 +50,11 @@ def test_new_run_writes_config_with_versions_and_git(tmp_path: Path) -> None:
 def test_existing_run_is_not_overwritten_unless_asked(tmp_path: Path) -> None:
     run = open_run(tmp_path / "r", CONFIG)
     run.update_metrics(acc=0.5)
+    run.close()
     with pytest.raises(RunExists, match=r"already exists; pass --overwrite to replace it, --resume to continue"):
         open_run(tmp_path / "r", CONFIG)
     assert (tmp_path / "r" / "metrics.json").exists()
-    open_run(tmp_path / "r", {**CONFIG, "lr": 0.2}, overwrite=True)
+    open_run(tmp_path / "r", {**CONFIG, "lr": 0.2}, overwrite=True).close()
     assert not (tmp_path / "r" / "metrics.json").exists()
     assert json.loads((tmp_path / "r" / "config.json").read_text())["args"]["lr"] == 0.2
 
@@ -58,7 +69,7 @@ def test_foreign_folder_is_never_deleted(tmp_path: Path) -> None:
     with pytest.raises(RunExists, match="not a folder"):
         open_run(tmp_path / "file", CONFIG)
     (tmp_path / "empty").mkdir()
-    open_run(tmp_path / "empty", CONFIG)  # an empty folder is fine
+    open_run(tmp_path / "empty", CONFIG).close()  # an empty folder is fine
     with pytest.raises(ValueError, match="contradict"):
         open_run(tmp_path / "empty", CONFIG, resume=True, overwrite=True)
 
@@ -66,7 +77,7 @@ def test_foreign_folder_is_never_deleted(tmp_path: Path) -> None:
 def test_resume_checks_config(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     with pytest.raises(RunNotFound, match="holds no run"):
         open_run(tmp_path / "r", CONFIG, resume=True)
-    open_run(tmp_path / "r", CONFIG)
+    open_run(tmp_path / "r", CONFIG).close()
     changed = {**CONFIG, "lr": 0.2, "depth": 4}
     del changed["seed"]
     with pytest.raises(ConfigMismatch) as info:
@@ -75,11 +86,13 @@ def test_resume_checks_config(tmp_path: Path, caplog: pytest.LogCaptureFixture) 
     assert "lr: 0.1 (stored) != 0.2 (now)" in message
     assert "depth: (absent) (stored) != 4 (now)" in message and "seed: 3 (stored) != (absent) (now)" in message
     assert "device" not in message
-    with caplog.at_level(logging.WARNING, logger="experiments.runs"):
+    with caplog.at_level(logging.WARNING, logger="experiments.common.runs"):
         run = open_run(tmp_path / "r", {**CONFIG, "device": "cuda", "out": "elsewhere"}, resume=True)
     assert run.resumed and "device" in caplog.text
+    run.close()
     run = open_run(tmp_path / "r", {**CONFIG, "extra": 1}, resume=True, ignore=["extra"])
     assert run.resume_state is None
+    run.close()
     (tmp_path / "r" / "config.json").write_text("{broken")
     with pytest.raises(RunNotFound, match="not valid JSON"):
         open_run(tmp_path / "r", CONFIG, resume=True)
@@ -201,3 +214,87 @@ def test_a_refused_checkpoint_leaves_the_folder_untouched(tmp_path: Path) -> Non
     accepted = open_run(tmp_path / "r", CONFIG, resume=True, check_checkpoint=lambda parts: None)
     assert accepted.csv("steps", ["step"]).rows == 1
     accepted.close()
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# The lock: one live process per run folder
+# ----------------------------------------------------------------------------------------------------------------
+def test_a_live_run_folder_cannot_be_overwritten_or_resumed(tmp_path: Path) -> None:
+    run = open_run(tmp_path / "r", CONFIG)
+    run.update_metrics(acc=0.5)
+    assert (tmp_path / "r" / ".lock").is_file()
+    before = sorted(p.name for p in (tmp_path / "r").iterdir())
+    for mode in ({"overwrite": True}, {"resume": True}):
+        with pytest.raises(RunLocked, match=rf"is in use by process {os.getpid()}"):
+            open_run(tmp_path / "r", CONFIG, **mode)
+        with pytest.raises(RunLocked):
+            check_folder(tmp_path / "r", CONFIG, **mode)
+    assert sorted(p.name for p in (tmp_path / "r").iterdir()) == before  # nothing deleted, nothing cut back
+    run.close()
+    assert not (tmp_path / "r" / ".lock").exists()
+    open_run(tmp_path / "r", CONFIG, resume=True).close()  # free again once the run has closed
+    check_folder(tmp_path / "r", CONFIG, overwrite=True)  # negative control: a free folder passes the check
+
+
+#: A process that opens a run folder, says so, and waits to be killed (it never closes the run).
+HOLDER = textwrap.dedent("""
+    import sys, time
+    from experiments.common.runs import open_run
+    run = open_run(sys.argv[1], {"lr": 0.1})
+    run.update_metrics(step=1)
+    print("open", flush=True)
+    time.sleep(600)
+""")
+
+
+def _hold(folder: Path) -> subprocess.Popen:
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}
+    proc = subprocess.Popen([sys.executable, "-c", HOLDER, str(folder)], stdout=subprocess.PIPE, text=True, env=env)
+    assert proc.stdout is not None and proc.stdout.readline().strip() == "open"
+    return proc
+
+
+def test_a_stale_lock_of_a_killed_run_is_taken_over(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """Another process holds the folder: refused while it lives; SIGKILL leaves its lock file behind, and the next
+    run takes it over (and says so) instead of being blocked forever."""
+    folder = tmp_path / "r"
+    proc = _hold(folder)
+    try:
+        with pytest.raises(RunLocked, match=rf"in use by process {proc.pid}"):
+            open_run(folder, {"lr": 0.1}, resume=True)
+        with pytest.raises(RunLocked):
+            open_run(folder, {"lr": 0.2}, overwrite=True)
+        assert json.loads((folder / "metrics.json").read_text()) == {"step": 1}
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    assert str(proc.pid) in (folder / ".lock").read_text()  # the killed run could not remove its lock
+    with caplog.at_level(logging.WARNING, logger="experiments.common.lock"):
+        run = open_run(folder, {"lr": 0.1}, resume=True)
+    assert f"stale lock of {folder} left by process {proc.pid}" in caplog.text
+    assert run.resumed and str(os.getpid()) in (folder / ".lock").read_text()
+    run.close()
+    assert not (folder / ".lock").exists()
+
+
+def test_lock_is_exclusive_within_one_process_too(tmp_path: Path) -> None:
+    first = RunLock(tmp_path).acquire()
+    with pytest.raises(RunLocked):
+        RunLock(tmp_path).acquire()
+    first.release()
+    first.release()  # releasing twice is harmless
+    with RunLock(tmp_path) as again:
+        assert again.held
+    assert not (tmp_path / ".lock").exists()
+
+
+def test_unwritable_out_is_refused_before_anything_is_created(tmp_path: Path) -> None:
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(OutNotWritable, match="lies below the file"):
+        check_writable(tmp_path / "file" / "run")
+    with pytest.raises(OutNotWritable, match="is a file"):
+        check_writable(tmp_path / "file")
+    with pytest.raises(OutNotWritable, match="cannot create files"):
+        check_writable(Path("/proc/self/run"))
+    check_writable(tmp_path / "a" / "b")  # negative control: a new folder below a writable one
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["file"]

@@ -17,9 +17,9 @@ import numpy as np
 import pytest
 import torch
 
-from experiments import runs
-from experiments.runs import open_run
-from experiments.training import (
+from experiments.common import runs
+from experiments.common.runs import open_run
+from experiments.common.training import (
     DeviceError,
     Meter,
     ResumableLoop,
@@ -237,7 +237,7 @@ def test_loop_without_data_and_misuse(tmp_path: Path) -> None:
 def test_stopwatch_counts_cpu_and_wall_time() -> None:
     import time as _time
 
-    from experiments.training import Stopwatch
+    from experiments.common.training import Stopwatch
 
     watch = Stopwatch()
     _time.sleep(0.05)

@@ -19,11 +19,11 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from experiments import distributed
-from experiments.cli import add_common_args
-from experiments.data import load_dataset, random_hflip, to_float
-from experiments.runs import open_run
-from experiments.training import Meter, ResumableLoop, resolve_device, seed_everything
+from experiments.common import distributed
+from experiments.common.cli import add_common_args
+from experiments.common.data import load_dataset, random_hflip, to_float
+from experiments.common.runs import open_run
+from experiments.common.training import Meter, ResumableLoop, resolve_device, seed_everything
 
 CRASH_KEYS = ("crash_at_step", "crash_at_epoch_end", "crash_mode")
 

@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from experiments.classification import build_model
-from experiments.classification.options import DATASET_DEFAULTS, build_parser, parse, run_name
+from experiments.classification import STUDY, build_model
+from experiments.classification.options import DATASET_DEFAULTS
 from experiments.classification.readme_runs import ALL_RUNS, README_RUNS
 from invertible import ActNorm, AdditiveCoupling, AffineCoupling, Invertible1x1Conv, Permutation
 from invertible.nets import NetActNorm, ZeroConv2d
@@ -25,6 +25,8 @@ ORIGINAL_FLAGS = [
     "--relu-inplace", "--zero-init", "--eval-every", "--save-every", "--checkpoint-every", "--log-every",
     "--plot-csv", "--svd-every", "--save-dir", "--seed", "--no-svd", "--no-inverse-svd",
 ]
+build_parser, parse = STUDY.build_parser, STUDY.parse
+
 #: The flags the issue adds.
 NEW_FLAGS = ["--data-dir", "--download", "--epochs", "--device", "--out", "--resume", "--overwrite", "--fd-variant",
              "--lr-decay-epochs", "--dtype", "--threads", "--svd-samples", "--fd-eps", "--crop-padding", "--hflip",
@@ -75,8 +77,15 @@ def test_paper_defaults_on_cifar10_and_small_defaults_on_digits() -> None:
 def test_run_folder_is_named_after_the_configuration() -> None:
     args = parse(["--coupling", "affine", "--permutation", "conv", "--use-actnorm", "--nf-coeff", "1e-5",
                   "--save-dir", "saves/affine_conv"])
-    assert args.out == Path("saves/affine_conv") / run_name(args)
-    assert args.out.name == "digits-affine-conv-an-d4-h64-nf1e-05-s3"
+    assert args.out == Path("saves/affine_conv/digits_coupling=affine_permutation=conv_use-actnorm_nf-coeff=1e-05")
+    assert parse([]).out == Path("runs/classification/digits")
+    assert parse(["--lr", "1e-3", "--seed", "3"]).out == parse([]).out  # the defaults, given explicitly
+    # the report's paper-optimiser setting differs from the default in lr, batch size and epochs: its own folder
+    paper = parse(["--lr", "1e-4", "--batch-size", "128", "--epochs", "30", "--lr-decay-epochs", "9", "18", "24"])
+    assert paper.out.name == "digits_epochs=30_batch-size=128_lr=0.0001_lr-decay-epochs=9,18,24"
+    assert parse(["--seed", "4"]).out.name == "digits_seed=4"
+    assert parse(["--dataset", "cifar10"]).out.name == "cifar10"  # the per-dataset defaults are its defaults
+    assert parse(["--quick"]).out.name == "digits_quick"
 
 
 @pytest.mark.parametrize("name", list(ALL_RUNS))
@@ -121,8 +130,12 @@ def test_other_model_flags_reach_the_model() -> None:
     (["--dataset", "imagenet"], "invalid choice"),
     (["--learntop"], "needs --use-prior"),
     (["--affine-eps", "0.1"], "--coupling affine only"),
-    (["--fd-coeff", "-1"], "must be >= 0"),
-    (["--depth", "0"], "positive integer"),
+    (["--fd-coeff", "-1"], "must be a finite number >= 0"),
+    (["--fd-coeff", "nan"], "must be a finite number >= 0"),
+    (["--wdecay", "-1"], "must be a finite number >= 0"),
+    (["--pad-to", "7"], "--pad-to 7 is smaller than the digits images (8x8)"),
+    (["--lr", "0"], "must be a finite number > 0"),
+    (["--depth", "0"], "must be an integer >= 1"),
     (["--resume", "--overwrite"], "not allowed with"),
 ])
 def test_bad_flags_are_usage_errors(argv: list[str], message: str, capsys: pytest.CaptureFixture[str]) -> None:

@@ -12,8 +12,8 @@ import pytest
 import torch
 
 from experiments.classification import main
-from experiments.runs import read_csv
-from experiments.training import capture_rng_state, restore_rng_state
+from experiments.common.runs import read_csv
+from experiments.common.training import capture_rng_state, restore_rng_state
 
 AFFINE = ["--coupling", "affine", "--permutation", "conv", "--zero-init", "--use-prior", "--use-actnorm",
           "--threads", "1", "--svd-samples", "1", "--lr-decay-epochs"]

@@ -18,8 +18,8 @@ import torch
 from experiments.classification import main
 from experiments.classification.readme_runs import ALL_RUNS
 from experiments.classification.train import EPOCH_FIELDS, EVERY_N_FIELDS, ITERATION_FIELDS, SVD_FIELDS
-from experiments.runs import read_csv
-from experiments.training import capture_rng_state, restore_rng_state
+from experiments.common.runs import read_csv
+from experiments.common.training import capture_rng_state, restore_rng_state
 from invertible.checkpoint import load_checkpoint, save_checkpoint
 
 #: A small affine flow (1 step per level, width 8): 6 iterations per epoch on digits.
@@ -98,18 +98,26 @@ RESUME = [*TINY, "--epochs", "3", "--batch-size", "128", "--log-every", "5", "--
           "--lr-decay-epochs", "2"]
 
 
-def test_a_killed_run_resumes_to_the_same_result(tmp_path: Path) -> None:
-    """SIGKILL mid-run, then --resume: logs and metrics equal an uninterrupted run's (time columns aside)."""
+def test_a_killed_run_resumes_to_the_same_result(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """While the run lives, its folder can be neither resumed nor overwritten; after SIGKILL its lock is stale and
+    --resume takes it over: logs and metrics equal an uninterrupted run's (time columns aside)."""
     killed = tmp_path / "killed"
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     proc = subprocess.Popen([sys.executable, "-m", "experiments.classification", *RESUME, "--out", str(killed)],
                             env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:
         _wait_for_rows(killed / "iteration_log.csv", 14, proc)  # checkpoints at 4, 8, 12 (epoch 1 ends at 12)
+        proc.send_signal(signal.SIGSTOP)  # hold it still (alive, lock held) while the others try
+        rows = len(read_csv(killed / "iteration_log.csv"))
+        for mode in ("--resume", "--overwrite"):
+            assert main([*RESUME, "--out", str(killed), mode]) == 2
+            assert f"is in use by process {proc.pid}" in capsys.readouterr().err
+        assert len(read_csv(killed / "iteration_log.csv")) == rows  # the live run's logs are untouched
     finally:
         proc.send_signal(signal.SIGKILL)
         proc.wait()
     assert not (killed / "metrics.json").exists()
+    assert str(proc.pid) in (killed / ".lock").read_text()  # stale: its process is gone
     assert main([*RESUME, "--out", str(killed), "--resume"]) == 0
 
     reference = tmp_path / "reference"
@@ -117,8 +125,9 @@ def test_a_killed_run_resumes_to_the_same_result(tmp_path: Path) -> None:
     for name in ("iteration_log", "every_N_log", "svd_log", "epoch_log"):
         assert _rows(killed / f"{name}.csv") == _rows(reference / f"{name}.csv"), name
     a, b = _metrics(killed), _metrics(reference)
-    for timing in ("seconds", "cpu_seconds"):
+    for timing in ("seconds", "cpu_seconds", "timing"):
         a.pop(timing), b.pop(timing)
+    assert not (killed / ".lock").exists() and not (reference / ".lock").exists()
     assert a == b
     assert len(read_csv(reference / "iteration_log.csv")) == 36
 

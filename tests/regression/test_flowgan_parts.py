@@ -12,7 +12,7 @@ import scipy.linalg
 import torch
 from torch import nn
 
-from experiments.feature_classifier import FeatureClassifier, frechet_distance
+from experiments.flowgan.features import FeatureClassifier, frechet_distance
 from experiments.flowgan import Discriminator, gradient_penalty, variant
 
 

@@ -9,10 +9,12 @@ from pathlib import Path
 import pytest
 import torch
 
-from experiments.glow.analyze import measure_set
-from experiments.glow.data import GlowData, load, noise_images, ood_images, requantize
-from experiments.glow.model import build_glow
-from experiments.glow.options import PRESETS, build_parser, model_spec, resolve
+from experiments.common.glow.analysis import measure_set
+from experiments.common.glow.data import GlowData, load, noise_images, ood_images, requantize
+from experiments.common.glow.model import build_glow
+from experiments.common.glow.options import model_spec
+from experiments.glow import STUDY
+from experiments.glow.options import DATASET_DEFAULTS
 from invertible import ActNorm, Sequential
 from invertible.models import Flow
 
@@ -32,7 +34,7 @@ def test_model_names() -> None:
 
 
 def test_the_original_affine_scale_is_sigmoid_plus_eps() -> None:
-    args = resolve(build_parser().parse_args(["--preset", "quick", "--out", "x"]))
+    args = STUDY.parse(["--quick", "--out", "x"])
     model = build_glow(args, (1, 8, 8), "affine")
     couplings = [m for m in model.modules() if type(m).__name__ == "AffineCoupling"]
     assert couplings and all(c.scale_range() == (0.01, 1.01) and c.shift == 2.0 for c in couplings)
@@ -44,9 +46,9 @@ def test_the_original_affine_scale_is_sigmoid_plus_eps() -> None:
 
 
 def test_presets_cover_every_data_set() -> None:
-    from experiments.data import dataset_names
+    from experiments.common.data import dataset_names
 
-    assert set(dataset_names()) <= set(PRESETS)
+    assert set(dataset_names()) == set(DATASET_DEFAULTS)
 
 
 def test_probe_sets_are_in_the_data_format(digits: GlowData) -> None:

@@ -10,10 +10,10 @@ from typing import Iterator
 import pytest
 import torch
 
-import experiments.glow.train as glow_train
+import experiments.common.glow.training as glow_training
 from experiments.glow import ANALYSIS_FIELDS, EVAL_FIELDS, PROBE_SETS, TRAIN_FIELDS, load_run, main, snapshots
-from experiments.runs import read_csv
-from experiments.training import capture_rng_state, restore_rng_state
+from experiments.common.runs import read_csv
+from experiments.common.training import capture_rng_state, restore_rng_state
 
 QUICK = ["--preset", "quick", "--ood", "photos"]
 STEPS = [0, 100, 200, 299]  # quick: 13 epochs of 23 steps, a snapshot every 100 and at the end
@@ -130,7 +130,7 @@ def test_a_crashed_run_resumes_to_the_same_logs(tmp_path: Path, monkeypatch: pyt
             "--checkpoint-every", "5"]
     reference, out = tmp_path / "reference", tmp_path / "crashed"
     assert main([*args, "--out", str(reference)]) == 0
-    real_evaluate = glow_train.evaluate
+    real_evaluate = glow_training.evaluate
     calls = {"n": 0}
 
     def crashing(*a: object, **k: object) -> dict:
@@ -139,10 +139,10 @@ def test_a_crashed_run_resumes_to_the_same_logs(tmp_path: Path, monkeypatch: pyt
             raise Crash
         return real_evaluate(*a, **k)
 
-    monkeypatch.setattr(glow_train, "evaluate", crashing)
+    monkeypatch.setattr(glow_training, "evaluate", crashing)
     with pytest.raises(Crash):
         main([*args, "--out", str(out)])
-    monkeypatch.setattr(glow_train, "evaluate", real_evaluate)
+    monkeypatch.setattr(glow_training, "evaluate", real_evaluate)
     assert not (out / "models" / "affine" / "metrics.json").exists()
     assert len(read_csv(out / "models" / "affine" / "eval_log.csv")) == 3
     assert main([*args, "--out", str(out), "--resume"]) == 0
@@ -159,7 +159,7 @@ def test_bad_input_is_a_clear_error(study: Path, tmp_path: Path, capsys: pytest.
     assert "already exists" in capsys.readouterr().err
     assert main(["--analyze", str(tmp_path)]) == 2
     assert "neither a model run" in capsys.readouterr().err
-    with pytest.raises(SystemExit):
-        main(["--models", "affine-nonsense"])
+    assert main(["--models", "affine-nonsense"]) == 2
+    assert "unknown model 'affine-nonsense'" in capsys.readouterr().err
     assert main([*QUICK, "--dataset", "cifar10", "--out", str(tmp_path / "c")]) == 2
     assert "not found" in capsys.readouterr().err

@@ -28,11 +28,12 @@ import pytest
 import scipy.io
 import torch
 
-import experiments.data.sources as sources
+import experiments.common.data.sources as sources
 from experiments import ood
-from experiments.data import load_dataset
-from experiments.image_flows import ImageFlow
-from experiments.ood_data import SYNTHETIC, available_sets, synthetic_unit
+from experiments.ood.evaluate import evaluate_set, summarize, to_model_space
+from experiments.common.data import load_dataset
+from experiments.common.image_flows import ImageFlow
+from experiments.ood.sets import SYNTHETIC, available_sets, synthetic_unit
 from invertible.layers.residual_logdet import LogDetEstimator
 from invertible.models import Glow, ResidualFlow
 
@@ -141,8 +142,10 @@ def test_unreadable_and_unknown_sets_are_clear_errors(tmp_path: Path, capsys: py
                      "--out", str(tmp_path / "o2")]) == 2
     assert "'cifar10' (train split) not found" in capsys.readouterr().err  # said before any training
     assert not (tmp_path / "zoo").exists()
-    with pytest.raises(SystemExit):
-        ood.main(["--n", "ten"])
+    assert ood.main(["--n", "ten"]) == 2
+    assert "argument --n: must be an integer >= 1, got 'ten'" in capsys.readouterr().err
+    assert ood.main(["--sets", "cifar100"]) == 2  # an unknown set is a usage error before anything is loaded
+    assert "unknown set 'cifar100'" in capsys.readouterr().err
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -265,8 +268,8 @@ def test_seeded_affine_glow_fails_on_some_noise_where_additive_and_residual_flow
     rows = {}
     for flow in (seeded_glow("affine"), seeded_glow("additive"), seeded_resflow()):
         for k, raw in enumerate(sets):
-            x = ood.prepare(flow, raw, 100, k)
-            rows[flow.name, raw.name] = ood.summarize(ood.evaluate_set(flow, x, batch_size=100, bpd=False))
+            x = to_model_space(flow, raw, 100, k)
+            rows[flow.name, raw.name] = summarize(evaluate_set(flow, x, batch_size=100, bpd=False))
     affine = {s.name: rows["affine Glow", s.name] for s in sets}
     assert affine["digits-test"]["nonfinite_samples"] == 0
     broken = sum(r["nonfinite_samples"] for r in affine.values())

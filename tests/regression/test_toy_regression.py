@@ -19,8 +19,9 @@ import numpy as np
 import pytest
 import torch
 
+import experiments.toy_regression.train as toy_train
 from experiments import toy_regression
-from experiments.runs import read_csv
+from experiments.common.runs import read_csv
 from invertible.diagnostics import jacobian_stats
 
 PNG = b"\x89PNG\r\n\x1a\n"
@@ -29,8 +30,8 @@ PNG = b"\x89PNG\r\n\x1a\n"
 @pytest.fixture(scope="module")
 def quick_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, Any]]:
     out = tmp_path_factory.mktemp("toy") / "run"
-    metrics = toy_regression.main(["--quick", "--nf-coeff", "0", "1e-4", "--out", str(out), "--device", "cpu"])
-    return out, metrics
+    assert toy_regression.main(["--quick", "--nf-coeff", "0", "1e-4", "--out", str(out), "--device", "cpu"]) == 0
+    return out, json.loads((out / "metrics.json").read_text())
 
 
 def test_run_folder_holds_config_logs_metrics_and_the_figure(quick_run: tuple[Path, dict[str, Any]]) -> None:
@@ -82,9 +83,9 @@ def test_data_are_the_originals() -> None:
 def test_resumed_run_equals_an_uninterrupted_one(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     argv = ["--quick", "--iterations", "20", "--log-every", "10", "--checkpoint-every", "10", "--points", "50",
             "--grid-size", "5", "--nf-coeff", "0", "1e-3", "--device", "cpu"]
-    toy_regression.main([*argv, "--out", str(tmp_path / "full")])
+    assert toy_regression.main([*argv, "--out", str(tmp_path / "full")]) == 0
 
-    real = toy_regression.measure
+    real = toy_train.measure
     calls = {"n": 0}
 
     def crash_in_the_second_run(*args: Any, **kwargs: Any) -> dict[str, float]:
@@ -93,11 +94,12 @@ def test_resumed_run_equals_an_uninterrupted_one(tmp_path: Path, monkeypatch: py
             raise KeyboardInterrupt
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(toy_regression, "measure", crash_in_the_second_run)
+    monkeypatch.setattr(toy_train, "measure", crash_in_the_second_run)
     with pytest.raises(KeyboardInterrupt):
         toy_regression.main([*argv, "--out", str(tmp_path / "cut")])
-    monkeypatch.setattr(toy_regression, "measure", real)
-    toy_regression.main([*argv, "--out", str(tmp_path / "cut"), "--resume"])
+    monkeypatch.setattr(toy_train, "measure", real)
+    assert not (tmp_path / "cut" / ".lock").exists()  # released although the run crashed
+    assert toy_regression.main([*argv, "--out", str(tmp_path / "cut"), "--resume"]) == 0
     for name in ("train_nf_0.csv", "train_nf_0.001.csv"):
         rows = [[{k: v for k, v in r.items() if k != "seconds"} for r in read_csv(tmp_path / run / name)]
                 for run in ("cut", "full")]
@@ -109,8 +111,6 @@ def test_resumed_run_equals_an_uninterrupted_one(tmp_path: Path, monkeypatch: py
 
 
 def test_help_explains_the_study(capsys: pytest.CaptureFixture[str]) -> None:
-    with pytest.raises(SystemExit) as exit_info:
-        toy_regression.main(["--help"])
-    assert exit_info.value.code == 0
+    assert toy_regression.main(["--help"]) == 0
     text = capsys.readouterr().out
     assert "--nf-coeff" in text and "--preset" in text and "rank-1" in text

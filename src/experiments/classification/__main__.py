@@ -1,11 +1,5 @@
 """Entry point of ``python -m experiments.classification``."""
 
-import logging
-import sys
+from . import STUDY
 
-from .. import distributed
-from .train import main
-
-if __name__ == "__main__":
-    distributed.configure_logging(logging.INFO)
-    sys.exit(main())
+STUDY.cli()

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from ..data import ImageData, load_dataset, normalize, pad_images, random_crop, random_hflip, to_float
+from ..common.data import ImageData, load_dataset, normalize, pad_images, random_crop, random_hflip, to_float
 
 __all__ = ["CIFAR10_MEAN", "CIFAR10_STD", "ClassifierData", "load"]
 

@@ -14,8 +14,8 @@ from torch import Tensor
 from invertible import allow_nonfinite
 from invertible.models import INNClassifier
 
-from ..plots import image_grid, line_panels, plot_csv
-from ..runs import read_csv
+from ..common.plots import image_grid, line_panels, plot_csv
+from ..common.runs import read_csv
 from .data import ClassifierData
 
 __all__ = ["columns", "make_plots", "reconstruction_grid", "summary"]

@@ -23,8 +23,8 @@ from invertible.diagnostics import jacobian_stats
 from invertible.memory import compare_gradients
 from invertible.models import INNClassifier
 
-from .. import distributed
-from ..data import ImageData
+from ..common import distributed
+from ..common.data import ImageData
 
 __all__ = ["NONINVERTIBLE_RTOL", "evaluate", "reconstruction_rows", "svd_stats", "tensor_stats",
            "gradient_agreement", "combine_step_stats"]

@@ -1,20 +1,24 @@
-"""Command-line flags of the INN classifier: the original's, in kebab-case, with per-dataset defaults."""
+"""Command-line flags of the INN classifier: the original's, in kebab-case, with per-dataset defaults.
+
+``--seed``, ``--threads``, ``--save-dir``, ``--out``, ``--resume`` and ``--device`` are the runner's
+(:mod:`experiments.common.study`), the same for every study.
+"""
 
 from __future__ import annotations
 
 import argparse
 import math
-from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 from invertible.layers import SCALE_FNS
 from invertible.models import PERMUTATIONS
 from invertible.regularizers import FD_VARIANTS
 
-from ..cli import _positive_int, _seed, add_data_args, add_run_args, parse_and_resolve
-from ..data import DATASETS
+from ..common.cli import (add_data_args, apply_preset, finite_float, non_negative_float, non_negative_int,
+                          positive_float, positive_int)
+from ..common.data import DATASETS
 
-__all__ = ["DATASET_DEFAULTS", "NON_RESULT", "build_parser", "resolve", "run_name"]
+__all__ = ["DATASET_DEFAULTS", "NON_RESULT", "PRESETS", "add_arguments", "resolve"]
 
 #: Defaults that depend on the data set (``None`` in the parser means "take it from here"). The 8-bit sets use
 #: the paper's CIFAR-10 settings. The embedded digits (1438 training images, 45 batches of 32 per epoch) cannot
@@ -32,25 +36,18 @@ DATASET_DEFAULTS: dict[str, dict[str, Any]] = {
                                      ("cifar10", 4, True, None), ("svhn", 4, False, None))},
 }
 
-#: Flags that never change results (they name or draw the run): allowed to differ on --resume.
-NON_RESULT = ("save_dir", "plot_csv", "relu_inplace", "threads")
+#: The presets: ``default`` leaves everything to the data set's defaults; ``quick`` is a seconds-long affine run
+#: (one step per level, width 8, 6 iterations on digits) for the tests.
+PRESETS: dict[str, dict[str, Any]] = {
+    "default": {},
+    "quick": dict(epochs=1, batch_size=256, depth=1, hidden_channels=8, log_every=3, svd_every=6, svd_samples=1),
+}
+
+#: Flags that never change results (they draw the run or are ignored): allowed to differ on --resume.
+NON_RESULT = ("plot_csv", "relu_inplace")
 
 #: The paper's learning-rate milestones (epochs 60, 120, 160 of 200) as fractions of the run.
 DECAY_FRACTIONS = (0.3, 0.6, 0.8)
-
-
-def _non_negative_int(text: str) -> int:
-    value = int(text)
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be a non-negative integer, got {text}")
-    return value
-
-
-def _positive_float(text: str) -> float:
-    value = float(text)
-    if not value > 0 or not math.isfinite(value):
-        raise argparse.ArgumentTypeError(f"must be a positive number, got {text}")
-    return value
 
 
 def _default(key: str) -> str:
@@ -62,29 +59,15 @@ def _default(key: str) -> str:
     return f"{digits} on digits, {' or '.join(rest)} on the 8-bit image sets"
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The parser of ``python -m experiments.classification``."""
-    parser = argparse.ArgumentParser(
-        prog="python -m experiments.classification",
-        description="Train the paper's INN classifier (a Glow without splits plus a BatchNorm-ReLU-Linear head on "
-                    "the first latents) and measure whether it stays numerically invertible.",
-        epilog="Launch on N processes with: python -m torch.distributed.run --standalone --nproc_per_node=N "
-               "-m experiments.classification ...",
-    )
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The flags of ``python -m experiments.classification``."""
     add_data_args(parser, default_dataset="digits")
-    add_run_args(parser, auto_out="a folder named after the configuration in --save-dir")
     train = parser.add_argument_group("training")
-    train.add_argument("--seed", type=_seed, default=3,
-                       help="Seed of every random number generator; equal seeds give equal runs (default: "
-                            "%(default)s).")
-    train.add_argument("--epochs", "--n-epochs", type=_positive_int, default=None,
+    train.add_argument("--epochs", "--n-epochs", type=positive_int, default=None,
                        help=f"Number of passes over the training set (default: {_default('epochs')}).")
-    train.add_argument("--batch-size", type=_positive_int, default=None,
+    train.add_argument("--batch-size", type=positive_int, default=None,
                        help=f"Number of examples per optimisation step, over all processes (default: "
                             f"{_default('batch_size')}).")
-    train.add_argument("--threads", type=_non_negative_int, default=1,
-                       help="CPU threads per process, 0 for torch's default; small models gain little from more and "
-                            "lose much when cores are shared (default: %(default)s).")
 
     model = parser.add_argument_group("model (the flow and the classifier head)")
     model.add_argument("--coupling", choices=["additive", "affine"], default="additive",
@@ -92,89 +75,90 @@ def build_parser() -> argparse.ArgumentParser:
     model.add_argument("--permutation", choices=list(PERMUTATIONS), default="shuffle",
                        help="Channel mixing before each coupling: 1x1 convolution (conv, lu) or a fixed "
                             "permutation (shuffle, reverse) (default: %(default)s).")
-    model.add_argument("--n-levels", type=_positive_int, default=3,
+    model.add_argument("--n-levels", type=positive_int, default=3,
                        help="Number of squeeze levels; the image side must be divisible by 2^levels "
                             "(default: %(default)s).")
-    model.add_argument("--depth", type=_positive_int, default=None,
+    model.add_argument("--depth", type=positive_int, default=None,
                        help=f"Flow steps per level (default: {_default('depth')}).")
-    model.add_argument("--hidden-channels", type=_positive_int, default=None,
+    model.add_argument("--hidden-channels", type=positive_int, default=None,
                        help=f"Width of each coupling network (default: {_default('hidden_channels')}).")
     model.add_argument("--use-actnorm", action="store_true",
                        help="Put an ActNorm at the start of every flow step (left out where feature maps are 1x1).")
     model.add_argument("--use-actnorm-in-blocks", action="store_true",
                        help="Follow the first two convolutions of every coupling network by an ActNorm.")
-    model.add_argument("--an-stable-eps", type=float, default=0.0,
+    model.add_argument("--an-stable-eps", type=non_negative_float, default=0.0,
                        help="Constant added to every ActNorm scale, exp(logs) + eps, so the inverse never divides "
                             "by less than eps (default: %(default)s).")
     model.add_argument("--affine-scale-fn", choices=list(SCALE_FNS), default="sigmoid",
                        help="Scale function of the affine couplings, e.g. sigmoid(h + 2) (Glow) or exp(h) "
                             "(default: %(default)s).")
-    model.add_argument("--affine-eps", type=float, default=0.0,
+    model.add_argument("--affine-eps", type=non_negative_float, default=0.0,
                        help="Constant added to the affine scale, sigmoid(h + 2) + eps, counted in the log-det "
                             "(default: %(default)s).")
     model.add_argument("--zero-init", action="store_true",
                        help="Zero-initialise the last convolution of every coupling network, so each coupling "
                             "starts as the identity (additive) or a constant scaling (affine).")
-    model.add_argument("--zs-dim", type=_positive_int, default=None,
+    model.add_argument("--zs-dim", type=positive_int, default=None,
                        help="Number of leading latent entries fed to the classifier head (default: all of them).")
-    model.add_argument("--inj-pad", type=_non_negative_int, default=0,
+    model.add_argument("--inj-pad", type=non_negative_int, default=0,
                        help="Append this many zero channels to the input (injective padding) (default: "
                             "%(default)s).")
     model.add_argument("--use-prior", action="store_true",
                        help="Include the Gaussian log-density of the latents in the normalizing-flow objective.")
     model.add_argument("--learntop", action="store_true",
                        help="Learn the prior's mean and log-std per latent channel (needs --use-prior).")
-    model.add_argument("--n-bits-x", type=_positive_float, default=None,
+    model.add_argument("--n-bits-x", type=positive_float, default=None,
                        help="Bits per pixel of the data, used only in the objective's constant -D log(2^bits) "
                             "(default: log2 of the data set's number of pixel values).")
     model.add_argument("--relu-inplace", action="store_true",
                        help="Accepted for compatibility with the original and ignored (it only saved memory there).")
 
     opt = parser.add_argument_group("optimisation")
-    opt.add_argument("--lr", type=_positive_float, default=None,
+    opt.add_argument("--lr", type=positive_float, default=None,
                      help=f"Adam learning rate (default: {_default('lr')}).")
-    opt.add_argument("--lr-decay", type=_positive_float, default=0.1,
+    opt.add_argument("--lr-decay", type=positive_float, default=0.1,
                      help="Factor the learning rate is multiplied by at each --lr-decay-epochs (default: "
                           "%(default)s).")
-    opt.add_argument("--lr-decay-epochs", type=_non_negative_int, nargs="*", default=None,
+    opt.add_argument("--lr-decay-epochs", type=non_negative_int, nargs="*", default=None,
                      help="Epochs at whose start the learning rate decays (default: none on digits, else 30%%, "
                           "60%% and 80%% of --epochs, i.e. 60 120 160 of 200 as in the paper).")
-    opt.add_argument("--wdecay", type=float, default=0.0, help="Adam weight decay (default: %(default)s).")
+    opt.add_argument("--wdecay", type=non_negative_float, default=0.0,
+                     help="Adam weight decay (default: %(default)s).")
     opt.add_argument("--dtype", choices=["float32", "float64"], default="float32",
                      help="Precision of training and of the reconstruction checks (default: %(default)s).")
 
     reg = parser.add_argument_group("regularization and memory saving")
-    reg.add_argument("--nf-coeff", type=float, default=-1.0,
+    reg.add_argument("--nf-coeff", type=finite_float, default=-1.0,
                      help="Weight of the normalizing-flow term -nf_coeff * mean(objective); off when <= 0 (default: "
                           "%(default)s).")
-    reg.add_argument("--fd-coeff", type=float, default=0.0,
+    reg.add_argument("--fd-coeff", type=non_negative_float, default=0.0,
                      help="Weight of the forward finite-difference term on ||F(x + eps d) - F(x)||^2 (default: "
                           "%(default)s).")
-    reg.add_argument("--fd-inv-coeff", type=float, default=0.0,
+    reg.add_argument("--fd-inv-coeff", type=non_negative_float, default=0.0,
                      help="Weight of the inverse finite-difference term on ||F^-1(F(x) + eps d) - x||^2 (default: "
                           "%(default)s).")
-    reg.add_argument("--fd-eps", type=_positive_float, default=0.1,
+    reg.add_argument("--fd-eps", type=positive_float, default=0.1,
                      help="Step eps of the finite differences (default: %(default)s).")
     reg.add_argument("--fd-variant", choices=list(FD_VARIANTS), default="intended",
                      help="Finite-difference form: intended (unit direction per sample, divided by eps^2, batch "
                           "mean) or original (the paper's code: per-feature directions, divided by eps, batch sum) "
                           "(default: %(default)s).")
-    reg.add_argument("--regularize-every", type=_positive_int, default=1,
+    reg.add_argument("--regularize-every", type=positive_int, default=1,
                      help="Add the NF and FD terms only at iterations divisible by this (default: %(default)s).")
     reg.add_argument("--mem-saving", action="store_true",
                      help="Compute the flow's gradients by rebuilding activations with its inverse instead of "
                           "storing them (memory-saving backprop).")
 
     log = parser.add_argument_group("logging, measurements and checkpoints")
-    log.add_argument("--eval-every", type=_positive_int, default=2,
+    log.add_argument("--eval-every", type=positive_int, default=2,
                      help="Epochs between evaluations of loss, accuracy and reconstruction error on the full "
                           "train and test sets (default: %(default)s).")
-    log.add_argument("--log-every", type=_positive_int, default=None,
+    log.add_argument("--log-every", type=positive_int, default=None,
                      help=f"Iterations between reconstruction-error logs on a fixed test batch (default: "
                           f"{_default('log_every')}).")
-    log.add_argument("--svd-every", type=_positive_int, default=None,
+    log.add_argument("--svd-every", type=positive_int, default=None,
                      help=f"Iterations between exact Jacobian SVDs (default: {_default('svd_every')}).")
-    log.add_argument("--svd-samples", type=_positive_int, default=None,
+    log.add_argument("--svd-samples", type=positive_int, default=None,
                      help=f"Fixed test images whose Jacobian SVD is taken; the worst is logged (default: "
                           f"{_default('svd_samples')}).")
     log.add_argument("--no-svd", action="store_true", help="Skip the periodic Jacobian SVDs (the final one is "
@@ -182,75 +166,40 @@ def build_parser() -> argparse.ArgumentParser:
     log.add_argument("--no-inverse-svd", action="store_true",
                      help="Skip the SVD of the inverse map's Jacobian in the periodic log (the final one is always "
                           "taken).")
-    log.add_argument("--checkpoint-every", type=_non_negative_int, default=None,
+    log.add_argument("--checkpoint-every", type=non_negative_int, default=None,
                      help=f"Iterations between the checkpoints that --resume continues from, besides every epoch "
                           f"end (default: {_default('checkpoint_every')}).")
-    log.add_argument("--save-every", type=_non_negative_int, default=None,
+    log.add_argument("--save-every", type=non_negative_int, default=None,
                      help=f"Iterations between kept model snapshots checkpoints/iter_<N>.pt, 0 for none "
                           f"(default: {_default('save_every')}).")
     log.add_argument("--plot-csv", action="store_true", help="Also plot the per-iteration log (log scale).")
-    log.add_argument("--save-dir", type=Path, default=Path("runs/classification"),
-                     help="Folder in which a run without --out gets its own folder (default: %(default)s).")
 
     data = parser.add_argument_group("data transforms")
-    data.add_argument("--crop-padding", type=_non_negative_int, default=None,
+    data.add_argument("--crop-padding", type=non_negative_int, default=None,
                       help=f"Random-crop augmentation: pad by this many pixels, crop back at a random offset, 0 for "
                            f"none (default: {_default('crop_padding')}).")
     data.add_argument("--hflip", action=argparse.BooleanOptionalAction, default=None,
                       help="Random horizontal flips of training images (default: on for cifar10 and "
                            "fashion-mnist, off otherwise).")
-    data.add_argument("--pad-to", type=_positive_int, default=None,
+    data.add_argument("--pad-to", type=positive_int, default=None,
                       help="Zero-pad images to this side length before everything else (default: 32 for the "
                            "28x28 sets, none otherwise).")
-    return parser
 
 
-def resolve(args: argparse.Namespace, levels: int | None = None) -> argparse.Namespace:
-    """Fill in the per-dataset defaults, derived values and the run folder; raise ValueError on bad combinations.
-
-    ``levels`` is the data set's number of pixel values (for ``--n-bits-x``); looked up when not given.
-    """
-    defaults = DATASET_DEFAULTS[args.dataset]
-    for key, value in defaults.items():
-        if getattr(args, key) is None:
-            setattr(args, key, list(value) if isinstance(value, list) else value)
+def resolve(args: argparse.Namespace) -> None:
+    """Fill in the per-dataset defaults and derived values; raise ValueError on bad combinations."""
+    apply_preset(args, DATASET_DEFAULTS[args.dataset])
     if args.lr_decay_epochs is None:
         args.lr_decay_epochs = sorted({max(1, round(f * args.epochs)) for f in DECAY_FRACTIONS})
     args.lr_decay_epochs = sorted(args.lr_decay_epochs)
+    spec = DATASETS[args.dataset]
     if args.n_bits_x is None:
-        args.n_bits_x = math.log2(levels if levels is not None else DATASETS[args.dataset].levels)
+        args.n_bits_x = math.log2(spec.levels)
     if args.learntop and not args.use_prior:
         raise ValueError("--learntop learns the prior, so it needs --use-prior")
-    if args.affine_eps < 0 or args.an_stable_eps < 0:
-        raise ValueError("--affine-eps and --an-stable-eps must be >= 0")
     if args.coupling == "additive" and (args.affine_eps or args.affine_scale_fn != "sigmoid"):
         raise ValueError("--affine-eps and --affine-scale-fn apply to --coupling affine only")
-    if args.fd_coeff < 0 or args.fd_inv_coeff < 0:
-        raise ValueError("--fd-coeff and --fd-inv-coeff must be >= 0")
-    if args.out is None:
-        args.out = args.save_dir / run_name(args)
-    return args
-
-
-def _num(value: float) -> str:
-    return f"{value:g}"
-
-
-def run_name(args: argparse.Namespace) -> str:
-    """A folder name that says what the run is, e.g. ``digits-affine-conv-an-nf1e-05-s3``."""
-    parts = [args.dataset, args.coupling, args.permutation]
-    parts += ["an"] if args.use_actnorm else []
-    parts += [f"d{args.depth}", f"h{args.hidden_channels}"]
-    parts += [f"nf{_num(args.nf_coeff)}"] if args.nf_coeff > 0 else []
-    parts += [f"fd{_num(args.fd_coeff)}"] if args.fd_coeff > 0 else []
-    parts += [f"fdinv{_num(args.fd_inv_coeff)}"] if args.fd_inv_coeff > 0 else []
-    parts += [f"r{args.regularize_every}"] if args.regularize_every > 1 else []
-    parts += ["mem"] if args.mem_saving else []
-    parts += ["f64"] if args.dtype == "float64" else []
-    parts.append(f"s{args.seed}")
-    return "-".join(parts)
-
-
-def parse(argv: Sequence[str] | None = None) -> argparse.Namespace:
-    """Parse and resolve; bad combinations exit with a usage error like any bad flag."""
-    return parse_and_resolve(build_parser(), resolve, argv)
+    side = max(spec.shape[1:])
+    if args.pad_to is not None and args.pad_to < side:
+        raise ValueError(f"--pad-to {args.pad_to} is smaller than the {args.dataset} images ({side}x{side}); give a "
+                         f"side of at least {side}, divisible by 2^--n-levels")

@@ -12,7 +12,6 @@ from invertible.checkpoint import load_checkpoint
 from invertible.models import INNClassifier
 
 from .data import ClassifierData, load
-from .options import build_parser
 from .train import build_model
 
 __all__ = ["load_run"]
@@ -25,11 +24,13 @@ def load_run(folder: str | Path, checkpoint: str = "latest", device: str | torch
 
     Example::
 
-        args, data, model = load_run("runs/classification/digits-affine-conv-an-d4-h64-s3")
+        args, data, model = load_run("runs/classification/digits_coupling=affine_permutation=conv")
     """
+    from . import STUDY
+
     folder = Path(folder)
     stored = json.loads((folder / "config.json").read_text())["args"]
-    args = build_parser().parse_args(["--out", str(folder)])
+    args = STUDY.build_parser().parse_args(["--out", str(folder)])
     for key, value in stored.items():
         setattr(args, key, value)
     args.data_dir, args.out, args.save_dir = Path(args.data_dir), Path(args.out), Path(args.save_dir)

@@ -7,9 +7,7 @@ import bisect
 import contextlib
 import logging
 import math
-import sys
-import time
-from typing import Any, Sequence
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -20,14 +18,14 @@ from invertible.memory import MemorySaving
 from invertible.models import INNClassifier
 from invertible.regularizers import fd_direction, forward_fd, inverse_fd, nf_term
 
-from .. import distributed
-from ..data import DataFormatError, DatasetNotFound
-from ..runs import ConfigMismatch, Run, RunExists, RunNotFound, open_run
-from ..training import DeviceError, Meter, ResumableLoop, Step, resolve_device, seed_everything
-from . import figures, measure, options
+from ..common import distributed
+from ..common.runs import Run
+from ..common.training import Clock, Meter, ResumableLoop, Step, seed_everything
+from . import figures, measure
 from .data import ClassifierData, load
 
-__all__ = ["ConfigError", "EPOCH_FIELDS", "EVERY_N_FIELDS", "ITERATION_FIELDS", "SVD_FIELDS", "build_model", "main"]
+__all__ = ["ConfigError", "EPOCH_FIELDS", "EVERY_N_FIELDS", "ITERATION_FIELDS", "SVD_FIELDS", "build_model",
+           "check_resume", "prepare", "run"]
 
 _log = logging.getLogger("experiments.classification")
 
@@ -51,29 +49,6 @@ EPOCH_FIELDS = ["epoch", "time_elapsed", "lr", "train_loss", "test_loss", "train
 
 class ConfigError(ValueError):
     """The flags describe a model or run that cannot be built (e.g. too many levels for the image size)."""
-
-
-class Clock:
-    """Wall and CPU time of the run (this process), carried across resumptions (tracked in checkpoints)."""
-
-    def __init__(self) -> None:
-        self.offset, self.cpu_offset = 0.0, 0.0
-        self.start, self.cpu_start = time.time(), time.process_time()
-
-    def elapsed(self) -> float:
-        """Wall seconds so far."""
-        return self.offset + time.time() - self.start
-
-    def cpu(self) -> float:
-        """CPU seconds of this process so far (all its threads)."""
-        return self.cpu_offset + time.process_time() - self.cpu_start
-
-    def state_dict(self) -> dict[str, float]:
-        return {"elapsed": self.elapsed(), "cpu": self.cpu()}
-
-    def load_state_dict(self, state: dict[str, float]) -> None:
-        self.offset, self.cpu_offset = float(state["elapsed"]), float(state.get("cpu", 0.0))
-        self.start, self.cpu_start = time.time(), time.process_time()
 
 
 class _Net(nn.Module):
@@ -214,9 +189,11 @@ def _final_metrics(model: INNClassifier, data: ClassifierData, args: argparse.Na
 _TRACKED = ("model", "optimizer", "scheduler", "meter", "clock")
 
 
-def _check_checkpoint(parts: dict[str, Any], model: INNClassifier, out: Any) -> None:
+def check_resume(args: argparse.Namespace, inputs: tuple[ClassifierData, INNClassifier], parts: dict[str, Any]
+                 ) -> None:
     """Refuse a resume checkpoint that does not hold this run's model (before the run folder is touched)."""
-    where = f"{out}/checkpoints/latest.pt"
+    model = inputs[1]
+    where = f"{args.out}/checkpoints/latest.pt"
     state = parts.get("state")
     if not isinstance(state, dict) or "loop" not in parts or set(_TRACKED) - set(state):
         raise CheckpointError(f"{where} is not a checkpoint of this study (it holds {sorted(parts)}); start afresh "
@@ -229,22 +206,24 @@ def _check_checkpoint(parts: dict[str, Any], model: INNClassifier, out: Any) -> 
                               f"{wrong[0]}); start afresh with --overwrite or choose another --out")
 
 
-def _run(args: argparse.Namespace, device: torch.device) -> int:
-    # data and model first: a missing data set or an impossible architecture leaves no run folder behind
+def prepare(args: argparse.Namespace, device: torch.device) -> tuple[ClassifierData, INNClassifier]:
+    """Data and model, before the run folder exists: a missing data set or an impossible architecture leaves no
+    folder behind."""
     seed_everything(args.seed)
     dtype = torch.float64 if args.dtype == "float64" else torch.float32
     data = load(args, device, dtype)
     model = build_model(args, data.shape, data.train.num_classes).to(device, dtype)
-    run = open_run(args.out, args, resume=args.resume, overwrite=args.overwrite, ignore=options.NON_RESULT,
-                   check_checkpoint=lambda parts: _check_checkpoint(parts, model, args.out))
-    try:
-        return _train(run, args, device, data, model)
-    finally:
-        run.close()
+    return data, model
+
+
+def run(run: Run, args: argparse.Namespace) -> dict[str, Any]:
+    """Train and measure in the open run folder; the metrics' status says whether the run diverged."""
+    data, model = run.inputs
+    return _train(run, args, run.device, data, model)
 
 
 def _train(run: Run, args: argparse.Namespace, device: torch.device, data: ClassifierData, model: INNClassifier
-           ) -> int:
+           ) -> dict[str, Any]:
     main_process = distributed.is_main()
     with torch.no_grad():  # data-dependent ActNorm initialisation on a seeded batch, the same on every process
         model.eval()
@@ -343,26 +322,4 @@ def _train(run: Run, args: argparse.Namespace, device: torch.device, data: Class
         figures.make_plots(run.path, model, data, fixed[0], plot_iterations=args.plot_csv)
         print(figures.summary(run.path, args, run.metrics, device))
     distributed.barrier()
-    return 0 if status == "completed" else 1
-
-
-_USER_ERRORS = (ConfigError, DatasetNotFound, DataFormatError, RunExists, RunNotFound, ConfigMismatch,
-                CheckpointError, DeviceError)
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """Run ``python -m experiments.classification`` with ``argv``; returns the exit status (0 ok, 1 diverged,
-    2 bad input)."""
-    args = options.parse(argv)
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    try:
-        device = resolve_device(args.device)
-        device = distributed.init_distributed(device).device
-        return _run(args, device)
-    except _USER_ERRORS as exc:
-        _log.debug("stopped by a user error", exc_info=True)
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    finally:
-        distributed.shutdown()
+    return dict(run.metrics) if main_process else {"status": status}

@@ -5,8 +5,6 @@ from __future__ import annotations
 import argparse
 import logging
 import math
-import sys
-import time
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -18,18 +16,18 @@ from invertible import allow_nonfinite
 from invertible.checkpoint import CheckpointError
 from invertible.models import Glow, bits_per_dim
 
-from ..feature_classifier import FeatureClassifier, classifier_features, frechet_distance, get_feature_classifier
-from ..plots import line_panels
-from ..runs import Run, open_run, read_csv
-from ..training import Meter, ResumableLoop, resolve_device, seed_everything
-from ..glow.data import GlowData
-from ..glow.model import build_glow, mark_actnorm_initialized
-from ..glow.train import (_USER_ERRORS, Clock, analyze_folders, evaluate, finish_study, load_data, model_args,
-                          open_model_run, sample_grid, summary, zero_nonfinite_grads)
+from ..common.glow.analysis import analyze_study, summary
+from ..common.glow.data import GlowData, load_data
+from ..common.glow.model import build_glow
+from ..common.glow.training import (EvalInputs, init_actnorm, last_eval, model_args, snapshot, train_models,
+                                    training_plot, zero_nonfinite_grads)
+from ..common.runs import Run, read_csv
+from ..common.training import Clock, Meter, ResumableLoop, seed_everything
 from . import options
 from .discriminator import Discriminator, gradient_penalty
+from .features import FeatureClassifier, classifier_features, frechet_distance, get_feature_classifier
 
-__all__ = ["EVAL_FIELDS", "TRAIN_FIELDS", "FrechetScorer", "main", "train_variant"]
+__all__ = ["EVAL_FIELDS", "TRAIN_FIELDS", "FrechetScorer", "prepare", "run", "train_variant"]
 
 _log = logging.getLogger("experiments.flowgan")
 
@@ -39,7 +37,6 @@ TRAIN_FIELDS = ["step", "epoch", "d_loss", "gp", "g_loss", "mle_bpd", "d_real_ac
 #: Columns of ``eval_log.csv``.
 EVAL_FIELDS = ["step", "epoch", "seconds", "test_bpd", "sample_nonfinite", "sample_max_abs", "pad", "sample_pad",
                "fd", "fd_samples"]
-EVAL_BATCH = 64
 
 
 class FrechetScorer:
@@ -87,11 +84,7 @@ def train_variant(run: Run, args: argparse.Namespace, spec: options.Variant, dat
     seed_everything(args.seed)
     margs = argparse.Namespace(**{**vars(args), "actnorm_max_scale": spec.actnorm_max_scale})
     model = build_glow(margs, data.shape, spec.model).to(device, data.dtype)
-    if args.n_init_batches:
-        with torch.no_grad():
-            model(data.init_batch(args.seed, args.n_init_batches * args.batch_size))
-    else:
-        mark_actnorm_initialized(model)
+    init_actnorm(model, data, args)
     disc = Discriminator(data.shape, width=args.disc_width).to(device, data.dtype)
     opt_g = torch.optim.Adam(model.parameters(), lr=args.lr, betas=(0.5, 0.99))
     opt_d = torch.optim.Adam(disc.parameters(), lr=args.disc_lr, betas=(0.5, 0.99))
@@ -107,21 +100,15 @@ def train_variant(run: Run, args: argparse.Namespace, spec: options.Variant, dat
         raise CheckpointError(f"{run.checkpoint_dir / 'latest.pt'} does not hold a checkpoint of this run ({exc}); "
                               "start afresh with --overwrite") from exc
     train_log, eval_log = run.csv("train_log", TRAIN_FIELDS), run.csv("eval_log", EVAL_FIELDS)
-    g = torch.Generator().manual_seed(args.seed + 2)
-    fixed = data.to_model(data.test.images[:EVAL_BATCH], g)
-    z = torch.randn((EVAL_BATCH, *model.latent_shape), generator=g, dtype=torch.float64).to(device, data.dtype)
+    inputs = EvalInputs(data, model.latent_shape, args.seed)
     scorer = FrechetScorer(scorer_parts[0], data, scorer_parts[1], model.latent_shape, args.seed)
     total_steps = args.epochs * loop.steps_per_epoch
     D = data.dims
 
     def eval_now(step: int, epoch: int) -> None:
-        values = evaluate(model, data, fixed, z, args.seed)
-        samples = values.pop("samples")
+        values = snapshot(run, model, data, inputs, step, clock)
         fd, used = scorer(model)
-        eval_log.log(step=step, epoch=epoch, seconds=clock.elapsed(), fd=fd, fd_samples=used, **values)
-        run.save_checkpoint(f"step_{step}", model=model.state_dict(), step=step)
-        if run.main:
-            sample_grid(run, step, samples)
+        eval_log.log(step=step, epoch=epoch, fd=fd, fd_samples=used, **values)
         _log.info("%s step %d/%d: test bpd %.4f, non-finite samples %.3f, Frechet distance %.4g, PAD %.3g", spec.name,
                   step, total_steps, values["test_bpd"], values["sample_nonfinite"], fd, values["pad"])
 
@@ -173,78 +160,50 @@ def train_variant(run: Run, args: argparse.Namespace, spec: options.Variant, dat
             if iteration % args.eval_every == 0 or iteration == total_steps:
                 eval_now(iteration, epoch)
     rows = read_csv(run.path / "eval_log.csv")
-    last = rows[-1] if rows else {}
-    metrics: dict[str, Any] = {k: float(last[k]) for k in ("test_bpd", "sample_nonfinite", "pad", "sample_pad", "fd")
-                               if last.get(k, "") != ""}
+    metrics: dict[str, Any] = last_eval(run, ("test_bpd", "sample_nonfinite", "pad", "sample_pad", "fd"))
     metrics.update(status="completed", steps=loop.global_step, seconds=clock.elapsed(),
                    nonfinite_grad_steps=totals.sums.get("nonfinite_grad", 0.0), fd_reference=scorer.reference,
                    first_nonfinite_sample_step=next((int(r["step"]) for r in rows
                                                      if float(r["sample_nonfinite"] or 0) > 0), None))
     run.update_metrics(**metrics)
     if run.main:
-        _training_plot(run.path)
+        training_plot(run.path, {"losses": {"D": ("train_log", "d_loss"), "G": ("train_log", "g_loss")},
+                                 "bits per dimension": {"test": ("eval_log", "test_bpd")},
+                                 "Fréchet distance (own classifier)": {"samples vs test": ("eval_log", "fd")},
+                                 "non-finite samples (share)": {"eval": ("eval_log", "sample_nonfinite")}},
+                      logy=[False, False, True, False])
     return dict(run.metrics)
 
 
-def _training_plot(folder: Path) -> None:
-    train, evals = read_csv(folder / "train_log.csv"), read_csv(folder / "eval_log.csv")
-
-    def col(rows: list[dict[str, str]], key: str) -> tuple[list[float], list[float]]:
-        pairs = [(float(r["step"]), float(r[key])) for r in rows if r.get(key, "") != ""]
-        return [p[0] for p in pairs], [p[1] for p in pairs]
-
-    line_panels({"losses": {"D": col(train, "d_loss"), "G": col(train, "g_loss")},
-                 "bits per dimension": {"test": col(evals, "test_bpd")},
-                 "Fréchet distance (own classifier)": {"samples vs test": col(evals, "fd")},
-                 "non-finite samples (share)": {"eval": col(evals, "sample_nonfinite")}},
-                folder / "plots" / "training.png", xlabel="training step", logy=[False, False, True, False],
-                title=folder.name)
+def prepare(args: argparse.Namespace, device: torch.device) -> tuple[GlowData, FeatureClassifier, dict[str, Any]]:
+    """The data and the feature classifier (trained on first use, then cached), before the run folder exists."""
+    data = load_data(args, device)
+    classifier, info = get_feature_classifier(args.dataset, data_dir=args.data_dir, cache=_classifier_dir(args),
+                                              multiple=2**args.n_levels, epochs=args.classifier_epochs,
+                                              seed=args.seed, device=device)
+    return data, classifier, info
 
 
-def _study(args: argparse.Namespace, device: torch.device) -> int:
-    wall, cpu = time.time(), time.process_time()
-    data = load_data(args, device)  # before the folder exists: missing data leaves nothing behind
-    study = open_run(args.out, args, resume=args.resume, overwrite=args.overwrite, ignore=options.NON_RESULT)
-    try:
-        cache = args.classifier_dir or (Path("runs/feature_classifier")
-                                        / f"{args.dataset}-m{2 ** args.n_levels}-s{args.seed}")
-        classifier, info = get_feature_classifier(args.dataset, data_dir=args.data_dir, cache=cache,
-                                                  multiple=2**args.n_levels, epochs=args.classifier_epochs,
-                                                  seed=args.seed, device=device)
-        study.update_metrics(feature_classifier={"folder": str(cache), "test_accuracy": info["test_accuracy"]})
-        variants = {}
-        for name in args.variants:
-            spec = options.variant(name)
-            config = model_args(args, spec.model, data, label=name, variant=name, weight_gan=spec.gan,
+def _classifier_dir(args: argparse.Namespace) -> Path:
+    default = Path("runs/feature_classifier") / f"{args.dataset}-m{2 ** args.n_levels}-s{args.seed}"
+    return args.classifier_dir or default
+
+
+def run(study: Run, args: argparse.Namespace) -> dict[str, Any]:
+    """Train every ``--variants`` entry in ``<study>/models/<variant>``, then analyse their snapshots."""
+    data, classifier, info = study.inputs
+    study.update_metrics(feature_classifier={"folder": str(_classifier_dir(args)),
+                                             "test_accuracy": info["test_accuracy"]})
+    specs = {name: options.variant(name) for name in args.variants}
+    configs = {name: model_args(args, spec.model, data, label=name, variant=name, weight_gan=spec.gan,
                                 weight_mle=spec.mle, actnorm_max_scale=spec.actnorm_max_scale)
-            run = open_model_run(study, name, config, options.NON_RESULT)
-            try:
-                variants[name] = train_variant(run, args, spec, data, device, (classifier, args.fd_samples))
-            finally:
-                run.close()
-        study.update_metrics(variants=variants)
-        rows = finish_study(study, args, device, wall, cpu)
-        print(f"FlowGAN on {args.dataset}: {study.path}\n" + summary(rows, variants))
-        for name, m in variants.items():
-            print(f"{name:<22} Fréchet distance (own classifier) {m.get('fd', math.nan):.4g} "
-                  f"(train vs test reference {m['fd_reference']:.4g})")
-    finally:
-        study.close()
-    return 0
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m experiments.flowgan``: returns the exit status (0 ok, 2 bad input)."""
-    args = options.parse(argv)
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    try:
-        device = resolve_device(args.device)
-        if args.analyze is not None:
-            print(summary(analyze_folders(args.analyze, args.out, args, device)))
-            return 0
-        return _study(args, device)
-    except _USER_ERRORS as exc:
-        _log.debug("stopped by a user error", exc_info=True)
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+               for name, spec in specs.items()}
+    variants = train_models(study, configs, lambda run, name: train_variant(
+        run, args, specs[name], data, study.device, (classifier, args.fd_samples)), options.NON_RESULT)
+    study.update_metrics(variants=variants)
+    rows = analyze_study(study, args, study.device)
+    print(f"FlowGAN on {args.dataset}: {study.path}\n" + summary(rows, variants))
+    for name, m in variants.items():
+        print(f"{name:<22} Fréchet distance (own classifier) {m.get('fd', math.nan):.4g} "
+              f"(train vs test reference {m['fd_reference']:.4g})")
+    return {"variants": variants}

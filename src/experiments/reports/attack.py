@@ -176,7 +176,7 @@ def write_report(root: Path, docs: Path = DOC, *, seconds: float | None = None) 
             continue
         metrics = json.loads((out / "metrics.json").read_text())
         models = metrics["models"]
-        cpu = metrics.get("cpu_seconds")
+        cpu = metrics.get("timing", metrics).get("cpu_seconds")  # the runner's timing (top level in older runs)
         for png in (out / "plots").glob("*.png"):
             shutil.copy(png, pictures / f"{setting.name}_{png.name}")
         lines += [f"## {setting.title}", "",

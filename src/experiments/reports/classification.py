@@ -35,8 +35,8 @@ from invertible.regularizers import nf_term
 from ..classification.figures import reconstruction_grid
 from ..classification.readme_runs import ALL_RUNS
 from ..classification.reload import load_run
-from ..plots import line_panels
-from ..runs import read_csv
+from ..common.plots import line_panels
+from ..common.runs import read_csv
 
 __all__ = ["SETTINGS", "Setting", "main", "nf_pull", "regularizer", "run_all", "write_report"]
 

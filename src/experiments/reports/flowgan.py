@@ -21,8 +21,8 @@ from pathlib import Path
 from typing import Any, Sequence
 
 
-from ..plots import plot_csv
-from ..runs import read_csv
+from ..common.plots import plot_csv
+from ..common.runs import read_csv
 from .stability_tables import (copy_figure, fmt, last_snapshot_rows, num, over_training_rows, run_study, table,
                                write_page)
 

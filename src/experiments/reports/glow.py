@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Sequence
 
 
-from ..runs import read_csv
+from ..common.runs import read_csv
 from .stability_tables import (copy_figure, fmt, last_snapshot_rows, num, over_training_rows, run_study, table,
                                write_page)
 

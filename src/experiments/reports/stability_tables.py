@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 from typing import Any, Sequence
 
-from ..runs import read_csv
+from ..common.runs import read_csv
 
 __all__ = ["copy_figure", "fmt", "last_snapshot_rows", "num", "over_training_rows", "run_study", "table"]
 

@@ -33,7 +33,7 @@ from typing import Any
 import torch
 
 from ..flows2d import plot_run as plot_flows
-from ..runs import read_csv
+from ..common.runs import read_csv
 from ..toy_regression import plot_runs
 
 __all__ = ["STUDIES", "main"]
@@ -225,7 +225,7 @@ EXTENDED_RADII = (4096.0, 16384.0, 65536.0, 262144.0)
 def extended_sweep(run: Path, radii: Sequence[float] = EXTENDED_RADII) -> list[dict[str, Any]]:
     """The far-from-data probe of flows2d continued to larger squares with the run's trained models: rows shaped
     like ``regions.csv``'s (numbers, not strings)."""
-    from ..flows2d import _region_row, evaluate_points, load_models, square_boundary
+    from ..flows2d import evaluate_points, load_models, region_row, square_boundary
 
     torch.set_num_threads(1)
     models, args = load_models(run)
@@ -234,7 +234,7 @@ def extended_sweep(run: Path, radii: Sequence[float] = EXTENDED_RADII) -> list[d
         exact = copy.deepcopy(model).double()
         for radius in radii:
             values = evaluate_points(model, square_boundary(radius, args.far_points), exact=exact)
-            rows.append(_region_row(kind, f"square R={radius:g}", radius, values))
+            rows.append(region_row(kind, f"square R={radius:g}", radius, values))
     return rows
 
 

@@ -1,0 +1,5 @@
+"""Entry point of ``python -m experiments.attack2d``."""
+
+from . import STUDY
+
+STUDY.cli()

@@ -1,0 +1,5 @@
+"""Entry point of ``python -m experiments.ood``."""
+
+from . import STUDY
+
+STUDY.cli()

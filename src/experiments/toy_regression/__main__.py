@@ -1,0 +1,5 @@
+"""Entry point of ``python -m experiments.toy_regression``."""
+
+from . import STUDY
+
+STUDY.cli()

@@ -1,0 +1,221 @@
+"""The toy regression's model, data, measurements and training run (see :mod:`experiments.toy_regression`)."""
+
+
+from __future__ import annotations
+
+import argparse
+import copy
+import logging
+import math
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from invertible import ActNorm, allow_nonfinite
+from invertible.diagnostics import jacobian_stats, reconstruction_error
+from invertible.models import DenseFlow, standard_normal_log_prob
+
+from ..common.plots import plot_csv
+from ..common.runs import Run, read_csv
+from ..common.training import ResumableLoop, Stopwatch
+
+__all__ = ["FIELDS", "build_model", "coeff_label", "make_data", "measure", "plot_runs", "run"]
+
+_log = logging.getLogger(__name__)
+
+#: Columns of each run's CSV log.
+FIELDS = ["step", "loss", "mse", "nll", "recon_mean", "recon_max", "recon_nonfinite", "cond", "sigma_min",
+          "sigma_max", "cond_f32", "grid_recon_max", "grid_nonfinite", "grid_cond_at_worst", "grid_cond_max",
+          "seconds"]
+
+
+def coeff_label(coeff: float) -> str:
+    """``nf_0``, ``nf_1e-06``: the name of a coefficient's CSV log and metrics entry."""
+    return f"nf_{coeff:g}"
+
+
+def make_data(points: int, seed: int) -> tuple[Tensor, Tensor]:
+    """The original's data: ``x = (a, b)`` standard normal, target ``y = (N(0, 1e-24), b)``, float64.
+
+    Drawn with numpy's legacy generator exactly as the original does (two multivariate normals, one with a
+    singular covariance), so ``seed=1111, points=10000`` gives the original's data set.
+    """
+    rs = np.random.RandomState(seed)
+    first = rs.multivariate_normal([0, 0], [[1, 0], [0, 1e-24]], size=(points,))
+    second = rs.multivariate_normal([0, 0], [[1, 1], [1, 1]], size=(points,))
+    x = np.stack([first[:, 0], second[:, 0]]).T
+    y = np.stack([first[:, 1], second[:, 1]]).T
+    return torch.from_numpy(x), torch.from_numpy(y)
+
+
+def build_model(steps: int = 24, hidden: int = 10) -> DenseFlow:
+    """The original's Glow on 2-D vectors: ``steps`` x (identity-initialised ActNorm, reverse, affine coupling with
+    an MLP 1-``hidden``-``hidden``-2 in PyTorch's default initialisation, scale ``sigmoid(h + 2) + 1e-6``)."""
+    return DenseFlow(2, steps=steps, hidden=hidden, permutation="reverse", actnorm_data_init=False,
+                     zero_init=False, order="glow", scale_fn="sigmoid_eps", eps=1e-6)
+
+
+def _actnorm_logdet(model: nn.Module) -> Tensor:
+    """Sum of the ActNorms' log-dets (per sample of flat data: ``sum log s``)."""
+    terms = [m.log_scale_value().sum() for m in model.modules() if isinstance(m, ActNorm)]
+    return torch.stack(terms).sum()
+
+
+def objective(model: DenseFlow, x: Tensor, y: Tensor, nf_coeff: float, actnorm_factor: float
+              ) -> tuple[Tensor, Tensor, Tensor]:
+    """``(loss, mse, nll)`` with ``loss = mse + nf_coeff * nll`` and ``nll = -mean log p(x)``."""
+    z, logdet = model(x)
+    mse = (z - y).pow(2).mean()
+    log_p = standard_normal_log_prob(z) + logdet
+    if actnorm_factor != 1.0:
+        log_p = log_p + (actnorm_factor - 1.0) * _actnorm_logdet(model)
+    nll = -log_p.mean()
+    loss = mse + nf_coeff * nll if nf_coeff else mse
+    return loss, mse, nll
+
+
+def grid(extent: float, size: int, dtype: torch.dtype = torch.float32, device: torch.device | str = "cpu"
+         ) -> Tensor:
+    """``size x size`` points covering ``[-extent, extent]^2``, shape ``(size^2, 2)``."""
+    axis = torch.linspace(-extent, extent, size, dtype=torch.float64)
+    a, b = torch.meshgrid(axis, axis, indexing="xy")
+    return torch.stack([a.reshape(-1), b.reshape(-1)], dim=1).to(device=device, dtype=dtype)
+
+
+def _nan_argmax(values: Tensor) -> int:
+    """Index of the largest value, a non-finite one counting as the largest."""
+    return int(values.double().nan_to_num(nan=math.inf, posinf=math.inf).argmax())
+
+
+def _kappa(model: nn.Module, x: Tensor) -> Tensor:
+    """Condition numbers of the forward Jacobian at each row of ``x`` (float64 results)."""
+    return jacobian_stats(model, x, inverse=False, batched=True).condition_number
+
+
+def measure(model: DenseFlow, x: Tensor, grid_points: Tensor) -> dict[str, float]:
+    """Reconstruction errors and condition numbers of ``model`` on the training points and the grid."""
+    with torch.no_grad():
+        params_finite = all(bool(torch.isfinite(p).all()) for p in model.parameters())
+    exact = copy.deepcopy(model).double() if params_finite else None
+    train = reconstruction_error(model, x)
+    worst = _nan_argmax(train.l2)
+    row: dict[str, float] = {
+        "recon_mean": train.summary()["l2_mean"],
+        "recon_max": float(train.l2.double().nan_to_num(nan=math.inf, posinf=math.inf).max()),
+        "recon_nonfinite": train.summary()["nonfinite_samples"],
+        "cond_f32": float(_kappa(model, x[worst:worst + 1])[0]),
+    }
+    if exact is not None:
+        stats = jacobian_stats(exact, x[worst:worst + 1].double(), inverse=False, batched=True)
+        row.update(cond=float(stats.condition_number[0]), sigma_min=float(stats.sigma_min[0]),
+                   sigma_max=float(stats.sigma_max[0]))
+    else:
+        row.update(cond=math.nan, sigma_min=math.nan, sigma_max=math.nan)
+    on_grid = reconstruction_error(model, grid_points)
+    worst_grid = _nan_argmax(on_grid.l2)
+    row["grid_recon_max"] = float(on_grid.l2.double().nan_to_num(nan=math.inf, posinf=math.inf).max())
+    row["grid_nonfinite"] = on_grid.summary()["nonfinite_samples"]
+    if exact is not None:
+        kappa = _kappa(exact, grid_points.double())
+        row["grid_cond_at_worst"] = float(kappa[worst_grid])
+        row["grid_cond_max"] = float(kappa.nan_to_num(nan=math.inf, posinf=math.inf).max())
+    else:
+        row["grid_cond_at_worst"] = row["grid_cond_max"] = math.nan
+    return row
+
+
+class _Optimizers:
+    """A list of optimizers checkpointed as one object."""
+
+    def __init__(self, optimizers: Sequence[torch.optim.Optimizer]) -> None:
+        self.optimizers = list(optimizers)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {str(i): opt.state_dict() for i, opt in enumerate(self.optimizers)}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        for i, opt in enumerate(self.optimizers):
+            opt.load_state_dict(state[str(i)])
+
+
+def _summary(rows: list[dict[str, float]]) -> dict[str, float]:
+    """Final values and maxima over training of one run's log."""
+    last = rows[-1]
+    finite = lambda key: [r[key] for r in rows if math.isfinite(r[key])]  # noqa: E731
+    return {
+        "final_step": last["step"], "final_mse": last["mse"], "final_nll": last["nll"],
+        "final_cond": last["cond"], "final_sigma_min": last["sigma_min"], "final_cond_f32": last["cond_f32"],
+        "final_recon_mean": last["recon_mean"], "final_recon_max": last["recon_max"],
+        "final_recon_nonfinite": last["recon_nonfinite"], "final_grid_recon_max": last["grid_recon_max"],
+        "final_grid_cond_max": last["grid_cond_max"], "final_grid_nonfinite": last["grid_nonfinite"],
+        "max_cond": max(finite("cond"), default=math.nan),
+        "max_recon_max": max((r["recon_max"] for r in rows), default=math.nan),
+        "max_grid_recon_max": max((r["grid_recon_max"] for r in rows), default=math.nan),
+        "first_nonfinite_step": next((r["step"] for r in rows if r["recon_nonfinite"] > 0 or r["grid_nonfinite"] > 0),
+                                     -1),
+    }
+
+
+def plot_runs(csvs: Mapping[str, str | Path], out: str | Path) -> None:
+    """The study's figure: condition numbers, the worst grid reconstruction error and the MSE over training, one
+    line per run."""
+    plot_csv(csvs, ["cond", "grid_cond_max", "grid_recon_max", "mse"], out, x="step", logy=True,
+             title="toy regression: kappa at the worst training point (cond) and on the grid, worst grid "
+                   "reconstruction error, MSE")
+
+
+def run(run: Run, args: argparse.Namespace) -> dict[str, Any]:
+    """Train one model per NF coefficient, one after the other, logging the measurements; returns the summaries."""
+    device, dtype = run.device, torch.float64 if args.float64 else torch.float32
+    x64, y64 = make_data(args.points, args.seed)
+    x, y = x64.to(device, dtype), y64.to(device, dtype)
+    grid_points = grid(args.grid_extent, args.grid_size, dtype, device)
+    models, optimizers = nn.ModuleList(), []
+    for _ in args.nf_coeff:
+        torch.manual_seed(args.seed)  # every run starts from the same initialisation, as separate runs of the original
+        model = build_model(args.steps, args.hidden).to(device, dtype)
+        models.append(model)
+        optimizers.append(torch.optim.Adam(model.parameters(), lr=args.lr, foreach=True))
+    opts = _Optimizers(optimizers)
+    loop = ResumableLoop(run, epochs=len(args.nf_coeff), seed=args.seed, steps_per_epoch=args.iterations,
+                         checkpoint_every=args.checkpoint_every, desc="toy regression")
+    loop.track(models=models, optimizers=opts)
+    loop.restore()
+    logs = {c: run.csv(f"train_{coeff_label(c)}", FIELDS) for c in args.nf_coeff}
+    watch = Stopwatch()
+
+    def record(coeff: float, model: DenseFlow, step: int) -> None:
+        with torch.no_grad():
+            loss, mse, nll = objective(model, x, y, coeff, args.actnorm_logdet_factor)
+        row = {"step": step, "loss": float(loss), "mse": float(mse), "nll": float(nll),
+               **measure(model, x, grid_points), "seconds": watch.seconds()["wall_seconds"]}
+        logs[coeff].log(**row)
+        loop.set_postfix(nf=coeff, cond=row["cond"], recon=row["recon_max"])
+
+    for run_index in loop.epochs():
+        coeff, model, optimizer = args.nf_coeff[run_index], models[run_index], optimizers[run_index]
+        for step in loop.steps():
+            if step.index % args.log_every == 0:
+                record(coeff, model, step.index)
+            with allow_nonfinite():
+                loss, _, _ = objective(model, x, y, coeff, args.actnorm_logdet_factor)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            if step.index == args.iterations - 1:
+                record(coeff, model, args.iterations)
+
+    metrics: dict[str, Any] = {"preset": args.preset}
+    csvs = {}
+    for coeff in args.nf_coeff:
+        path = run.path / f"train_{coeff_label(coeff)}.csv"
+        rows = [{k: float(v) if v != "" else math.nan for k, v in r.items()} for r in read_csv(path)]
+        metrics[coeff_label(coeff)] = _summary(rows)
+        csvs[f"NF {coeff:g}"] = path
+    run.update_metrics(**metrics)
+    if run.main:
+        plot_runs(csvs, run.plot_dir / "toy_regression.png")
+    return dict(run.metrics)
