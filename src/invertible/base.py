@@ -168,6 +168,8 @@ class InvertibleModule(nn.Module):
         out_channels: size of dimension 1 of the output (what ``inverse`` expects), if it differs from
             ``channels`` (e.g. Glow's latents).
         ranks: allowed input ranks, e.g. ``(2, 4)`` for flat ``(B, D)`` and image ``(B, C, H, W)`` tensors.
+        in_shape, out_shape: the whole per-sample shape of the input and of the output (what ``inverse``
+            expects), for models built for one size (Glow for ``(C, H, W)`` images); ``None`` accepts any.
     """
 
     inverse_kind: ClassVar[str] = "analytic"
@@ -178,6 +180,8 @@ class InvertibleModule(nn.Module):
         self.channels = channels
         self.out_channels: int | None = None
         self.ranks = ranks
+        self.in_shape: tuple[int, ...] | None = None
+        self.out_shape: tuple[int, ...] | None = None
 
     # -- public API ---------------------------------------------------------------------------------------
     def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
@@ -219,6 +223,18 @@ class InvertibleModule(nn.Module):
         shapes = {2: f"(batch, {c})", 3: f"(batch, {c}, L)", 4: f"(batch, {c}, H, W)"}
         return " or ".join(shapes.get(r, f"rank {r}") for r in self.ranks)
 
+    def _shape_mismatch(self, direction: str, got: tuple[int, ...]) -> str:
+        def dims(shape: tuple[int, ...]) -> str:
+            return ", ".join(map(str, shape))
+
+        kind = type(self).__name__
+        if direction == "forward":
+            return (f"this {kind} was built for inputs of shape (batch, {dims(self.in_shape or ())}), got {got}; "
+                    f"build one for this size (in_shape={got[1:]}) or resize the inputs")
+        source = "" if self.in_shape is None else f", what it makes of inputs of shape (batch, {dims(self.in_shape)})"
+        return (f"this {kind} takes latents of shape (batch, {dims(self.out_shape or ())}){source}; got {got}, "
+                "latents of a model of another size")
+
     def _validate(self, x: Tensor, direction: str, outer: bool) -> None:
         name = f"{type(self).__name__}.{direction}"
         if not isinstance(x, Tensor):
@@ -226,6 +242,9 @@ class InvertibleModule(nn.Module):
         channels = self._expected_channels(direction)
         if x.dim() not in self.ranks or (channels is not None and x.shape[1] != channels):
             raise ValueError(f"{name} expects input of shape {self._expected(direction)}, got {tuple(x.shape)}")
+        shape = self.in_shape if direction == "forward" else self.out_shape
+        if shape is not None and tuple(x.shape[1:]) != tuple(shape):
+            raise ValueError(f"{name}: {self._shape_mismatch(direction, tuple(x.shape))}")
         if not x.is_floating_point():
             raise TypeError(f"{name} expects a floating-point tensor, got {x.dtype}; convert with x.float()")
         if not outer:
@@ -366,6 +385,7 @@ class Inverse(InvertibleModule):
     def __init__(self, layer: InvertibleModule) -> None:
         super().__init__(channels=layer.out_channels or layer.channels, ranks=layer.ranks)
         self.out_channels = layer.channels
+        self.in_shape, self.out_shape = layer.out_shape, layer.in_shape
         self.layer = layer
 
     def _forward(self, x: Tensor) -> tuple[Tensor, Tensor]:

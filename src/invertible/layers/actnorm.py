@@ -81,6 +81,10 @@ class ActNorm(InvertibleModule):
     @torch.no_grad()
     def initialize_(self, x: Tensor) -> None:
         """Set ``b`` and ``s`` so that the output on ``x`` has zero mean and unit variance per channel."""
+        if x.shape[0] == 0:
+            raise ValueError(
+                "ActNorm: the data-dependent initialisation needs data, and the first batch is empty; run the first "
+                "forward pass on a non-empty batch (or build the layer with data_init=False)")
         flat = x.transpose(0, 1).reshape(self.channels, -1)
         mean = flat.mean(dim=1)
         std = flat.std(dim=1) if flat.shape[1] > 1 else torch.ones_like(mean)

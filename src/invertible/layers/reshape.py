@@ -37,11 +37,16 @@ class Squeeze(InvertibleModule):
                 f"Squeeze(factor={self.factor}) needs height and width divisible by {self.factor}, got {h}x{w}; "
                 "pad the input (e.g. 28 -> 32) or use fewer levels"
             )
+        if x.shape[0] == 0:  # pixel_unshuffle returns an empty batch unchanged in shape
+            return x.new_empty(0, x.shape[1] * self.factor**2, h // self.factor, w // self.factor), logdet_zeros(x)
         return F.pixel_unshuffle(x, self.factor), logdet_zeros(x)
 
     def _inverse(self, y: Tensor) -> tuple[Tensor, Tensor]:
         if y.shape[1] % (self.factor**2):
             raise ValueError(f"Squeeze.inverse needs channels divisible by {self.factor ** 2}, got {y.shape[1]}")
+        if y.shape[0] == 0:
+            c, h, w = y.shape[1:]
+            return y.new_empty(0, c // self.factor**2, h * self.factor, w * self.factor), logdet_zeros(y)
         return F.pixel_shuffle(y, self.factor), logdet_zeros(y)
 
     def lipschitz_bounds(self) -> Bounds:

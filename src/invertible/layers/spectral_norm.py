@@ -9,10 +9,11 @@ reshaped kernel). Two ways to get ``sigma``:
   vectors are refreshed by power iteration, warm-started, until *both* tolerances hold for both vectors:
   ``||u_new - u|| / sqrt(n) <= atol + rtol * max|u_new|`` (residual-flows replaces an explicitly passed ``rtol``
   with ``atol``; here each is used as given). The refresh runs automatically on the next forward call whenever
-  the weight changed in place since the last refresh (an optimizer step, a perturbation), so the estimate never
-  silently goes stale; loading a state dict counts as a refresh (the stored ``u``/``v`` are used as they are,
-  which is what residual-flows does at evaluation). After changing weights through ``.data`` (which PyTorch does
-  not track), call :meth:`update_lipschitz`. ``u^T W v <= ||W||``, so the bound ``c`` holds up to the power
+  the weight's values differ from those of the last refresh (each layer keeps a copy of its weight for this
+  comparison, so an optimizer step, a perturbation and a write through ``.data``, e.g. swapping EMA weights in
+  with ``p.data.copy_``, are all noticed: the estimate never silently goes stale; the copy costs the weight's
+  memory once more); loading a state dict counts as a refresh (the stored ``u``/``v`` are used as they are,
+  which is what residual-flows does at evaluation). ``u^T W v <= ||W||``, so the bound ``c`` holds up to the power
   iteration's accuracy; the exact value is :meth:`exact_lipschitz`.
 - ``method="exact"``: ``sigma`` by SVD (linear and 1x1 maps) or, for ``k x k`` convolutions, by the FFT: the
   norm of a circular convolution on an ``n x m`` grid is ``max_w ||K_hat(w)||_2`` over the ``n m`` frequencies.
@@ -181,7 +182,7 @@ class _SpectralNorm(ABC):
             raise ValueError(f"{type(self).__name__}: give atol or rtol, or a fixed n_iterations")
         self.coeff, self.method = float(coeff), method
         self.atol, self.rtol, self.max_iter, self.n_iterations = atol, rtol, max_iter, n_iterations
-        self._synced_version: tuple[int, int] | None = None
+        self._synced_weight: Tensor | None = None
         self._cached: Tensor | None = None
         self.last_power_iteration: PowerIterationResult | None = None
 
@@ -242,12 +243,9 @@ class _SpectralNorm(ABC):
         self.last_power_iteration = result
         return result
 
-    def _weight_version(self) -> tuple[int, int]:
-        # the storage tells a copied or converted weight apart (a deepcopy restarts the version counter)
-        return self.weight.data_ptr(), self.weight._version
-
     def _mark_synced(self) -> None:
-        self._synced_version = self._weight_version()
+        # a copy of the values, not the version counter: writes through ``.data`` do not move the counter
+        self._synced_weight = self.weight.detach().clone()
         initialized = getattr(self, "initialized", None)
         if isinstance(initialized, Tensor):
             initialized.fill_(1)
@@ -256,7 +254,9 @@ class _SpectralNorm(ABC):
         initialized = getattr(self, "initialized", None)
         if isinstance(initialized, Tensor) and not bool(initialized):
             return False
-        return self._synced_version == self._weight_version()
+        saved, weight = self._synced_weight, self.weight.detach()
+        return (saved is not None and saved.dtype == weight.dtype and saved.device == weight.device
+                and saved.shape == weight.shape and torch.equal(saved, weight))
 
     def _sync_if_stale(self) -> None:
         if self.method != "power" or torch._C._functorch.is_functorch_wrapped_tensor(self.weight):
@@ -280,7 +280,7 @@ class _SpectralNorm(ABC):
 
     def _after_load(self) -> None:
         # the stored u/v are used as they are (residual-flows' evaluation does the same)
-        self._synced_version = self._weight_version()
+        self._synced_weight = self.weight.detach().clone()
 
     def _spectral_repr(self) -> str:
         return f"coeff={self.coeff}, method={self.method!r}"
@@ -446,7 +446,8 @@ def cached_normalization(module: nn.Module) -> Iterator[None]:
 def update_lipschitz(module: nn.Module, **options: Any) -> list[PowerIterationResult]:
     """Run :meth:`~SpectralNormLinear.update_lipschitz` on every spectrally normalised layer inside ``module``.
 
-    Call it after changing weights behind PyTorch's back (``p.data.copy_(...)``, e.g. swapping EMA weights in);
+    The layers refresh themselves on their next forward call whenever their weights changed (in any way, through
+    ``.data`` too); call this to refresh them now, or with other settings.
     ``options`` (``atol``, ``rtol``, ``max_iter``, ``n_iterations``) override each layer's settings.
     """
     return [m.update_lipschitz(**options) for m in module.modules() if isinstance(m, _SpectralNorm)]

@@ -66,7 +66,7 @@ def classifier_flow(
             layers += flow_step(channels, hidden=hidden, coupling=coupling, permutation=permutation,
                                 actnorm=actnorm and height * width > 1, actnorm_eps=actnorm_eps,
                                 generator=generator, **coupling_args)
-    return Flow(*layers, latent_shape=(channels, height, width))
+    return Flow(*layers, latent_shape=(channels, height, width), in_shape=tuple(in_shape))
 
 
 def _max_levels(height: int, width: int) -> int:
@@ -175,6 +175,11 @@ class INNClassifier(nn.Module):
     def forward(self, x: Tensor, flow: InvertibleModule | None = None) -> tuple[Tensor, Tensor, Tensor]:
         """``(logits, z, logdet)`` for images ``x``; ``flow`` replaces ``self.flow`` (e.g. a memory-saving
         wrapper of it)."""
+        if not isinstance(x, Tensor) or tuple(x.shape[1:]) != self.in_shape:
+            got = tuple(x.shape) if isinstance(x, Tensor) else type(x).__name__
+            raise ValueError(
+                f"INNClassifier was built for images of shape (batch, {', '.join(map(str, self.in_shape))}), got "
+                f"{got}; build a classifier for this size (in_shape=...) or resize the images")
         z, logdet = (flow if flow is not None else self.flow)(self.flow_input(x))
         return self.classify(z), z, logdet
 

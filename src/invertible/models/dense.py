@@ -58,6 +58,4 @@ class DenseFlow(Flow):
             if actnorm:
                 layers.append(ActNorm(dim, data_init=actnorm_data_init))
             layers += step
-        super().__init__(*layers, latent_shape=(dim,))
-        self.ranks = (2,)
-        self.channels = dim
+        super().__init__(*layers, latent_shape=(dim,), in_shape=(dim,))

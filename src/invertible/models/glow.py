@@ -132,8 +132,4 @@ class Glow(Flow):
                 active = active // 2
         if learn_top:
             add(ActNorm(active, data_init=False))
-        super().__init__(*layers, latent_shape=(total, height, width))
-        self.in_shape = tuple(in_shape)
-        self.ranks = (4,)
-        self.channels = channels
-        self.out_channels = total
+        super().__init__(*layers, latent_shape=(total, height, width), in_shape=tuple(in_shape))

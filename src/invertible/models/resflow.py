@@ -240,12 +240,8 @@ class ResidualFlow(_ResidualFlowMixin, Flow):
                 raise ValueError(f"ResidualFlow: level {level} has no layers; give it at least one block")
             starts.append(len(layers))
             layers += chain
-        super().__init__(*layers, latent_shape=(c, h, w))
+        super().__init__(*layers, latent_shape=(c, h, w), in_shape=tuple(in_shape))
         self.level_starts = (*starts, len(layers))
-        self.in_shape = tuple(in_shape)
-        self.ranks = (4,)
-        self.channels = channels
-        self.out_channels = c
 
     def convert_rtqichen_state_dict(self, state_dict: dict[str, Tensor]) -> dict[str, Tensor]:
         """A residual-flows ``ResidualFlow`` state dict renamed and retyped for this model.
@@ -336,6 +332,4 @@ class DenseResidualFlow(_ResidualFlowMixin, Flow):
                                         max_iter=max_iter, on_failure=on_failure, **block_args))
             if actnorm:
                 layers.append(ActNorm(dim))
-        super().__init__(*layers, latent_shape=(dim,))
-        self.ranks = (2,)
-        self.channels = dim
+        super().__init__(*layers, latent_shape=(dim,), in_shape=(dim,))
