@@ -20,7 +20,7 @@ from torch import nn
 
 import invertible
 from invertible import ConvergenceError, Invertible1x1Conv, Permutation, ResidualBlock
-from invertible.layers.residual import UnknownLipschitzWarning
+from invertible.layers import residual
 from invertible.layers.residual_logdet import LogDetEstimator
 from invertible.models import DenseFlow, DenseResidualFlow, Glow, INNClassifier, ResidualFlow
 
@@ -104,7 +104,7 @@ def test_a_spectral_norm_coefficient_above_one_is_refused(model: str) -> None:
 
 
 def test_a_branch_without_a_bound_warns() -> None:
-    with pytest.warns(UnknownLipschitzWarning, match="no Lipschitz bound is known"):
+    with pytest.warns(residual.UnknownLipschitzWarning, match="no Lipschitz bound is known"):
         ResidualBlock(_scaled_tanh(-0.5), channels=1)
 
 
