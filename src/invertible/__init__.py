@@ -17,6 +17,7 @@ from .base import (
 )
 from .layers import (
     SCALE_FNS,
+    ScaleFunction,
     ActNorm,
     AdditiveCoupling,
     AffineCoupling,
@@ -36,6 +37,7 @@ from .layers import (
     ResidualBlock,
     SpectralNormConv2d,
     SpectralNormLinear,
+    SpectralNormOptions,
 )
 from . import memory, regularizers
 from .memory import MemorySaving
@@ -47,6 +49,7 @@ from .monitor import StabilityMonitor
 
 __all__ = [
     "SCALE_FNS",
+    "ScaleFunction",
     "ActNorm",
     "AdditiveCoupling",
     "AffineCoupling",
@@ -78,6 +81,7 @@ __all__ = [
     "ResidualBlock",
     "SpectralNormConv2d",
     "SpectralNormLinear",
+    "SpectralNormOptions",
 ]
 
 __version__ = "0.1.0"

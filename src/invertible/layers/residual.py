@@ -5,22 +5,25 @@ from __future__ import annotations
 import math
 import warnings
 from dataclasses import dataclass, replace
+from typing import Any
 
 import torch
 from torch import Tensor, nn
 
-from ..base import Bounds, InvertibleModule, inverse_options
-from ..nets import lipschitz_bound
+from ..base import Bounds, InverseOptions, InvertibleModule, inverse_options
+from .nets import lipschitz_bound
 from .residual_logdet import LogDetEstimator, batch_jacobian, estimate_logdet
 from .spectral_norm import cached_normalization
 
-__all__ = ["ConvergenceError", "ConvergenceWarning", "InverseReport", "ON_FAILURE", "ResidualBlock", "branch_lipschitz",
-           "UnknownLipschitzWarning"]
+__all__ = ["BLOCK_INVERSE", "ConvergenceError", "ConvergenceWarning", "InverseReport", "ON_FAILURE", "ResidualBlock",
+           "UnknownLipschitzWarning", "branch_lipschitz"]
 
 #: What a non-converged inverse does.
 ON_FAILURE = ("raise", "warn", "return")
 #: How gradients reach the inverse: ``auto`` picks ``implicit`` after convergence and ``unrolled`` otherwise.
 INVERSE_GRADS = ("auto", "implicit", "unrolled")
+#: A residual block's own inverse settings (fields of the ``inverse`` argument left ``None`` take these).
+BLOCK_INVERSE = InverseOptions(max_iter=1000, atol=1e-7, rtol=1e-7, on_failure="raise")
 #: Largest per-sample dimension for which a Newton step (dense Jacobian) is used inside torch.func transforms.
 _NEWTON_MAX_DIMS = 256
 
@@ -75,7 +78,7 @@ def _view(mask: Tensor, like: Tensor) -> Tensor:
 
 def branch_lipschitz(net: nn.Module) -> float | None:
     """A bound on ``Lip(net)``: the module's own ``lipschitz_bound()`` first (spectrally normalised layers,
-    activations), the product over an ``nn.Sequential``, else :func:`invertible.nets.lipschitz_bound`."""
+    activations), the product over an ``nn.Sequential``, else :func:`invertible.layers.nets.lipschitz_bound`."""
     own = getattr(net, "lipschitz_bound", None)
     if callable(own):
         return own()
@@ -136,10 +139,13 @@ class ResidualBlock(InvertibleModule):
         channels, ranks: input validation (``channels=None`` accepts any).
         lipschitz: a bound on ``Lip(g)`` when ``g`` cannot be bounded automatically.
         logdet: a :class:`LogDetEstimator` or a method name (``"exact"``, ``"series"``, ``"roulette"``).
-        atol, rtol, max_iter, on_failure: the inverse's stopping rule and failure policy.
+        inverse: the inverse's stopping rule and failure policy, an :class:`~invertible.InverseOptions`
+            (``max_iter``, ``atol``, ``rtol``, ``on_failure``); fields left ``None`` take :data:`BLOCK_INVERSE`.
         inverse_grad: ``"auto"``, ``"implicit"`` or ``"unrolled"``.
         newton_refine: finish the inverse with a Newton step (dense Jacobian of ``g``).
         generator: random source of the stochastic log-det estimators (the global one by default).
+        inverse_fields: ``atol=``, ``rtol=``, ``max_iter=``, ``on_failure=`` as keywords replace those fields of
+            ``inverse`` (the older spelling, kept working).
 
     Example:
         >>> from invertible.layers.spectral_norm import SpectralNormLinear
@@ -163,15 +169,18 @@ class ResidualBlock(InvertibleModule):
         ranks: tuple[int, ...] = (2, 4),
         lipschitz: float | None = None,
         logdet: str | LogDetEstimator = "exact",
-        atol: float = 1e-7,
-        rtol: float = 1e-7,
-        max_iter: int = 1000,
-        on_failure: str = "raise",
+        inverse: InverseOptions | None = None,
         inverse_grad: str = "auto",
         newton_refine: bool = False,
         generator: torch.Generator | None = None,
+        **inverse_fields: Any,
     ) -> None:
         super().__init__(channels=channels, ranks=ranks)
+        try:
+            options = (inverse if inverse is not None else InverseOptions()).updated(**inverse_fields)
+        except TypeError as exc:
+            raise TypeError(f"ResidualBlock: {exc}") from None
+        max_iter, atol, rtol, on_failure = options.filled(BLOCK_INVERSE)
         if on_failure not in ON_FAILURE:
             raise ValueError(f"ResidualBlock: on_failure must be one of {ON_FAILURE}, got {on_failure!r}")
         if inverse_grad not in INVERSE_GRADS:
@@ -192,6 +201,11 @@ class ResidualBlock(InvertibleModule):
     @property
     def logdet_kind(self) -> str:  # type: ignore[override]
         return self.estimator.kind
+
+    @property
+    def inverse_options(self) -> InverseOptions:
+        """The inverse's settings (before any :func:`~invertible.iterative_inverse` override)."""
+        return InverseOptions(self.max_iter, self.atol, self.rtol, self.on_failure)
 
     def lipschitz_constant(self) -> float | None:
         """The bound ``L`` on ``Lip(g)``: the one given, or :func:`branch_lipschitz` of ``g``."""

@@ -30,6 +30,7 @@ import math
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass, fields, replace
 from typing import Any, NamedTuple
 
 import torch
@@ -39,6 +40,7 @@ from torch import Tensor, nn
 __all__ = [
     "METHODS",
     "PowerIterationResult",
+    "SpectralNormOptions",
     "SpectralNormConv2d",
     "SpectralNormLinear",
     "cached_normalization",
@@ -50,6 +52,53 @@ __all__ = [
 
 #: How ``sigma`` is obtained: stored power-iteration vectors, or an exact (certified) value.
 METHODS = ("power", "exact")
+
+
+@dataclass(frozen=True)
+class SpectralNormOptions:
+    """How a spectrally normalised layer finds and enforces ``sigma`` (see the module docstring).
+
+    Attributes:
+        coeff: the target ``c``: the normalised map's Lipschitz bound (0.98 on images, 0.7-0.9 on 2-D data in the
+            paper); below 1 for a residual branch.
+        method: ``"power"`` or ``"exact"``.
+        atol, rtol, max_iter, n_iterations: the power iteration's stopping rule (:func:`power_iteration`).
+
+    Example:
+        >>> SpectralNormOptions(coeff=0.9).replace(method="exact")
+        SpectralNormOptions(coeff=0.9, method='exact', atol=0.001, rtol=0.001, max_iter=200, n_iterations=None)
+    """
+
+    coeff: float = 0.97
+    method: str = "power"
+    atol: float | None = 1e-3
+    rtol: float | None = 1e-3
+    max_iter: int = 200
+    n_iterations: int | None = None
+
+    def __post_init__(self) -> None:
+        if not self.coeff > 0:
+            raise ValueError(f"SpectralNormOptions: coeff must be > 0, got {self.coeff}")
+        if self.method not in METHODS:
+            raise ValueError(f"SpectralNormOptions: method must be one of {METHODS}, got {self.method!r}")
+        if self.n_iterations is None and not (self.atol or self.rtol):
+            raise ValueError("SpectralNormOptions: give atol or rtol, or a fixed n_iterations")
+
+    def replace(self, **changes: Any) -> SpectralNormOptions:
+        """A copy with some fields changed (``None`` values keep the field); an unknown name is refused."""
+        names = {f.name for f in fields(self)}
+        unknown = sorted(set(changes) - names)
+        if unknown:
+            raise TypeError(f"SpectralNormOptions has no field {', '.join(unknown)}; its fields are "
+                            f"{', '.join(sorted(names))}")
+        return replace(self, **changes)
+
+
+def _options(options: SpectralNormOptions | None, given: dict[str, Any], where: str) -> SpectralNormOptions:
+    try:
+        return (options if options is not None else SpectralNormOptions()).replace(**given)
+    except (TypeError, ValueError) as exc:
+        raise type(exc)(f"{where}: {exc}") from None
 
 
 class PowerIterationResult(NamedTuple):
@@ -172,19 +221,18 @@ class _SpectralNorm(ABC):
     v: Tensor
     scale: Tensor
 
-    def _setup(self, coeff: float, method: str, atol: float | None, rtol: float | None, max_iter: int,
-               n_iterations: int | None) -> None:
-        if not coeff > 0:
-            raise ValueError(f"{type(self).__name__}: coeff must be > 0, got {coeff}")
-        if method not in METHODS:
-            raise ValueError(f"{type(self).__name__}: method must be one of {METHODS}, got {method!r}")
-        if n_iterations is None and not (atol or rtol):
-            raise ValueError(f"{type(self).__name__}: give atol or rtol, or a fixed n_iterations")
-        self.coeff, self.method = float(coeff), method
-        self.atol, self.rtol, self.max_iter, self.n_iterations = atol, rtol, max_iter, n_iterations
+    def _setup(self, options: SpectralNormOptions | None, given: dict[str, Any]) -> None:
+        o = _options(options, given, type(self).__name__)
+        self.coeff, self.method = float(o.coeff), o.method
+        self.atol, self.rtol, self.max_iter, self.n_iterations = o.atol, o.rtol, o.max_iter, o.n_iterations
         self._synced_weight: Tensor | None = None
         self._cached: Tensor | None = None
         self.last_power_iteration: PowerIterationResult | None = None
+
+    @property
+    def options(self) -> SpectralNormOptions:
+        """The layer's settings as a :class:`SpectralNormOptions`."""
+        return SpectralNormOptions(self.coeff, self.method, self.atol, self.rtol, self.max_iter, self.n_iterations)
 
     # -- the operator -----------------------------------------------------------------------------------------
     @abstractmethod
@@ -294,27 +342,27 @@ class SpectralNormLinear(_SpectralNorm, nn.Linear):
     ``InducedNormLinear`` with ``vnorms=2``.
 
     Args:
-        coeff: the target ``c`` (0.98 on images, 0.7-0.9 on 2-D data in the paper).
-        method: ``"power"`` or ``"exact"``.
-        atol, rtol, max_iter, n_iterations: power-iteration stopping rule (see :func:`power_iteration`).
+        options: the target ``coeff``, the ``method`` and the power iteration's stopping rule
+            (:class:`SpectralNormOptions`; its defaults if ``None``).
         generator: seeds the initial ``u``, ``v``.
+        fields: keywords named like the options' fields (``coeff=0.9``, ``method="exact"``, ...) replace them.
 
     Example:
-        >>> layer = SpectralNormLinear(4, 3, coeff=0.9)
+        >>> layer = SpectralNormLinear(4, 3, options=SpectralNormOptions(coeff=0.9))
         >>> layer(torch.randn(2, 4)).shape, layer.exact_lipschitz() <= 0.9 + 1e-4
         (torch.Size([2, 3]), True)
     """
 
-    def __init__(self, in_features: int, out_features: int, bias: bool = True, *, coeff: float = 0.97,
-                 method: str = "power", atol: float | None = 1e-3, rtol: float | None = 1e-3, max_iter: int = 200,
-                 n_iterations: int | None = None, generator: torch.Generator | None = None) -> None:
+    def __init__(self, in_features: int, out_features: int, bias: bool = True, *,
+                 options: SpectralNormOptions | None = None, generator: torch.Generator | None = None,
+                 **fields: Any) -> None:
         nn.Linear.__init__(self, in_features, out_features, bias)
-        self._setup(coeff, method, atol, rtol, max_iter, n_iterations)
+        self._setup(options, fields)
         u, v = self._init_vectors(generator)
         self.register_buffer("scale", torch.tensor(0.0))
         self.register_buffer("u", u)
         self.register_buffer("v", v)
-        if method == "power":
+        if self.method == "power":
             self.update_lipschitz()  # cheap for a matrix: a fresh layer is normalised from the start
 
     def _vector_shapes(self) -> tuple[tuple[int, ...], tuple[int, ...]]:
@@ -349,7 +397,7 @@ class SpectralNormConv2d(_SpectralNorm, nn.Conv2d):
     Args:
         input_size: ``(H, W)`` of the inputs; required for kernels larger than 1x1 (the norm depends on it).
         padding_mode: ``"zeros"`` (residual-flows) or ``"circular"`` (for which the FFT value is exact).
-        coeff, method, atol, rtol, max_iter, n_iterations, generator: as for :class:`SpectralNormLinear`.
+        options, generator, fields: as for :class:`SpectralNormLinear`.
 
     Example:
         >>> conv = SpectralNormConv2d(2, 4, 3, input_size=(6, 6), coeff=0.9)
@@ -358,9 +406,9 @@ class SpectralNormConv2d(_SpectralNorm, nn.Conv2d):
     """
 
     def __init__(self, in_channels: int, out_channels: int, kernel_size: int, bias: bool = True, *,
-                 input_size: tuple[int, int] | None = None, padding_mode: str = "zeros", coeff: float = 0.97,
-                 method: str = "power", atol: float | None = 1e-3, rtol: float | None = 1e-3, max_iter: int = 200,
-                 n_iterations: int | None = None, generator: torch.Generator | None = None) -> None:
+                 input_size: tuple[int, int] | None = None, padding_mode: str = "zeros",
+                 options: SpectralNormOptions | None = None, generator: torch.Generator | None = None,
+                 **fields: Any) -> None:
         if kernel_size % 2 != 1:
             raise ValueError(f"SpectralNormConv2d: kernel_size must be odd ('same' padding), got {kernel_size}")
         if padding_mode not in ("zeros", "circular"):
@@ -372,7 +420,7 @@ class SpectralNormConv2d(_SpectralNorm, nn.Conv2d):
             )
         nn.Conv2d.__init__(self, in_channels, out_channels, kernel_size, padding=kernel_size // 2, bias=bias,
                            padding_mode=padding_mode)
-        self._setup(coeff, method, atol, rtol, max_iter, n_iterations)
+        self._setup(options, fields)
         self.input_size = None if input_size is None else (int(input_size[0]), int(input_size[1]))
         u, v = self._init_vectors(generator)
         self.register_buffer("initialized", torch.tensor(0, dtype=torch.int64))
@@ -380,7 +428,7 @@ class SpectralNormConv2d(_SpectralNorm, nn.Conv2d):
         self.register_buffer("scale", torch.tensor(0.0))
         self.register_buffer("u", u)
         self.register_buffer("v", v)
-        if method == "power" and kernel_size == 1:
+        if self.method == "power" and kernel_size == 1:
             self.update_lipschitz()  # a matrix: cheap; larger kernels converge lazily on the first forward call
 
     @property

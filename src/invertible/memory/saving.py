@@ -94,10 +94,11 @@ class MemorySaving(InvertibleModule):
         self._check: CheckRun | None = None
         self._last: CheckRun | None = None
 
-    @property
-    def memory_saving_flow(self) -> InvertibleModule:
-        """The wrapped flow (what :func:`~invertible.memory.flatten_layers` looks through)."""
-        return self.flow
+    def _memory_saving_layers(self) -> list[InvertibleModule]:
+        return self.flow._memory_saving_layers()
+
+    def _local_bounds(self, x: Tensor) -> Bounds:
+        return self.flow._local_bounds(x)
 
     def layers(self) -> list[InvertibleModule]:
         """The flattened layers, in application order."""
