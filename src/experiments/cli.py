@@ -71,7 +71,8 @@ def add_training_args(parser: argparse.ArgumentParser, *, epochs: int = 10, batc
     """Add ``--seed``, ``--epochs`` and ``--batch-size``."""
     group = parser.add_argument_group("training")
     group.add_argument("--seed", type=_seed, default=seed,
-                       help="Seed of every random number generator; equal seeds give equal runs (default: %(default)s).")
+                       help="Seed of every random number generator; equal seeds give equal runs "
+                       "(default: %(default)s).")
     group.add_argument("--epochs", type=_positive_int, default=epochs,
                        help="Number of passes over the training set (default: %(default)s).")
     group.add_argument("--batch-size", type=_positive_int, default=batch_size,

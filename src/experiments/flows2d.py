@@ -58,7 +58,7 @@ from invertible import AdditiveCoupling, AffineCoupling, allow_nonfinite, iterat
 from invertible.checkpoint import load_checkpoint
 from invertible.diagnostics import eval_mode, jacobian_stats, reconstruction_error
 from invertible.layers.activations import make_activation
-from invertible.layers.spectral_norm import SpectralNormLinear, update_lipschitz
+from invertible.layers.spectral_norm import SpectralNormLinear, SpectralNormOptions, update_lipschitz
 from invertible.models import DenseResidualFlow, Flow
 
 from .cli import add_run_args, apply_preset
@@ -132,7 +132,8 @@ def build_model(kind: str, *, blocks: int, hidden: Sequence[int], coeff: float =
     :func:`refresh_spectral_norms` runs 200 before evaluation, as the original's validation does.
     """
     if kind == "iresnet":
-        model = DenseResidualFlow(2, blocks=blocks, hidden=tuple(hidden), coeff=coeff, activation=activation,
+        model = DenseResidualFlow(2, blocks=blocks, hidden=tuple(hidden), activation=activation,
+                                  spectral=SpectralNormOptions(coeff=coeff, atol=1e-4, rtol=1e-4),
                                   preact=True, zero_init_last=True, logdet="exact")
         if sn_iterations is not None:
             for layer in model.modules():

@@ -39,10 +39,10 @@ from .layers import (
     SpectralNormLinear,
     SpectralNormOptions,
 )
-from . import memory, regularizers
+from . import memory, regularizers  # noqa: F401 (submodules as attributes of the package)
 from .memory import MemorySaving
 
-from . import attack, bounds, diagnostics, monitor
+from . import attack, bounds, diagnostics, monitor  # noqa: F401 (as above)
 from .attack import invertibility_attack
 from .bounds import stability_report
 from .monitor import StabilityMonitor

@@ -66,7 +66,8 @@ class InvConvLU(nn.Module):
         c = self.p.shape[0]
         mask = torch.tril(torch.ones(c, c, dtype=self.p.dtype), -1)
         eye = torch.eye(c, dtype=self.p.dtype)
-        return self.p @ (self.lower * mask + eye) @ (self.upper * mask.T + torch.diag(self.sign_s * torch.exp(self.log_s)))
+        diagonal = torch.diag(self.sign_s * torch.exp(self.log_s))
+        return self.p @ (self.lower * mask + eye) @ (self.upper * mask.T + diagonal)
 
     def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
         w = self.matrix()

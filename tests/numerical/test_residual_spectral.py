@@ -23,7 +23,6 @@ from invertible.layers.spectral_norm import (
     conv_spectral_norm,
     matrix_spectral_norm,
     power_iteration,
-    update_lipschitz,
 )
 
 DT = torch.float64

@@ -82,7 +82,8 @@ def _scaled_tanh(scale: float) -> nn.Module:
 
 def test_a_declared_lipschitz_constant_of_one_or_more_is_refused() -> None:
     for lip in (1.0, 2.0):
-        with pytest.raises(ValueError, match=rf"Lipschitz bound {lip:g} \(declared with lipschitz\).*needs Lip\(g\) < 1"):
+        expected = rf"Lipschitz bound {lip:g} \(declared with lipschitz\).*needs Lip\(g\) < 1"
+        with pytest.raises(ValueError, match=expected):
             ResidualBlock(_scaled_tanh(-2.0), channels=1, lipschitz=lip)
     # negative control: a contraction is accepted without a word
     with warnings.catch_warnings():

@@ -23,7 +23,6 @@ from types import ModuleType
 
 import numpy as np
 import pytest
-import torch
 
 import experiments.data.sources as sources
 from experiments import attack

@@ -27,8 +27,8 @@ from .data import GlowData, load
 from .model import build_glow, find_model_runs, load_run, mark_actnorm_initialized
 
 __all__ = ["AnalysisError", "Clock", "EVAL_FIELDS", "TRAIN_FIELDS", "analyze_folders", "evaluate",
-           "finish_study", "last_snapshot_table", "load_data", "main", "model_args", "open_model_run", "sample_grid", "summary", "train_model",
-           "zero_nonfinite_grads"]
+           "finish_study", "last_snapshot_table", "load_data", "main", "model_args", "open_model_run", "sample_grid",
+           "summary", "train_model", "zero_nonfinite_grads"]
 
 _log = logging.getLogger("experiments.glow")
 

@@ -47,7 +47,8 @@ class Permutation(InvertibleModule):
 
     def _after_load(self, prefix: str) -> None:
         ok = torch.equal(torch.sort(self.perm)[0], torch.arange(self.channels, device=self.perm.device))
-        if not ok or not torch.equal(self.perm[self.inverse_perm], torch.arange(self.channels, device=self.perm.device)):
+        identity = torch.arange(self.channels, device=self.perm.device)
+        if not ok or not torch.equal(self.perm[self.inverse_perm], identity):
             raise ValueError(
                 f"Permutation(channels={self.channels}) cannot load '{prefix}perm': it is not a permutation of "
                 "range(channels) with a matching 'inverse_perm'; the state dict is corrupted"

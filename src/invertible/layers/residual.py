@@ -122,7 +122,8 @@ class ResidualBlock(InvertibleModule):
     convergence. A sample has converged when its step ``||x_k - x_{k-1}||_inf <= atol + rtol ||y||_inf`` (``rtol``
     is floored at ``32 eps`` of the dtype, below which the iterates cannot be computed); converged samples are
     frozen. (residual-flows compares the *squared* step with ``atol + rtol |y|``, elementwise over the batch, so
-    its ``atol = rtol = 1e-5`` allows steps of about ``4.5e-3`` where ``|y| ~ 1``: a much looser rule.) Non-convergence within ``max_iter`` raises :class:`ConvergenceError`, warns
+    its ``atol = rtol = 1e-5`` allows steps of about ``4.5e-3`` where ``|y| ~ 1``: a much looser rule.)
+    Non-convergence within ``max_iter`` raises :class:`ConvergenceError`, warns
     (:class:`ConvergenceWarning`) or returns quietly, by ``on_failure``. :func:`invertible.iterative_inverse`
     overrides ``max_iter``, ``atol``, ``rtol`` and ``on_failure`` for a block of code.
 
@@ -148,9 +149,11 @@ class ResidualBlock(InvertibleModule):
             ``inverse`` (the older spelling, kept working).
 
     Example:
-        >>> from invertible.layers.spectral_norm import SpectralNormLinear
+        >>> from invertible.layers.spectral_norm import SpectralNormLinear, SpectralNormOptions
         >>> from invertible.layers.activations import LipSwish
-        >>> g = torch.nn.Sequential(SpectralNormLinear(2, 16, coeff=0.9), LipSwish(), SpectralNormLinear(16, 2, coeff=0.9))
+        >>> sn = SpectralNormOptions(coeff=0.9)
+        >>> g = torch.nn.Sequential(SpectralNormLinear(2, 16, options=sn), LipSwish(),
+        ...                         SpectralNormLinear(16, 2, options=sn))
         >>> block = ResidualBlock(g, channels=2)
         >>> x = torch.randn(5, 2)
         >>> y, logdet = block(x)

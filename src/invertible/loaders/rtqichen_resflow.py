@@ -296,7 +296,8 @@ def resflow_from_state_dict(state_dict: Mapping[str, Tensor], *, args: Mapping[s
         params = dict(model.named_parameters())
         if set(shadow) != set(params):
             raise ValueError(f"the EMA parameters do not match the model's: missing "
-                             f"{sorted(set(params) - set(shadow))[:6]}, unexpected {sorted(set(shadow) - set(params))[:6]}")
+                             f"{sorted(set(params) - set(shadow))[:6]}, unexpected "
+                             f"{sorted(set(shadow) - set(params))[:6]}")
         with torch.no_grad():
             for name, value in shadow.items():
                 if value.shape != params[name].shape:

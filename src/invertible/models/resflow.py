@@ -145,7 +145,7 @@ class _ResidualFlowMixin:
         return [(name, block.last_inverse) for name, block in self.residual_blocks()]
 
     def update_lipschitz(self, **options: Any) -> list[PowerIterationResult]:
-        """Refresh every spectral norm's power iteration (see :func:`~invertible.layers.spectral_norm.update_lipschitz`)."""
+        """Refresh every spectral norm's power iteration (:func:`~invertible.layers.spectral_norm.update_lipschitz`)."""
         return update_lipschitz(self, **options)  # type: ignore[arg-type]
 
 
@@ -168,7 +168,8 @@ class ResidualFlow(_ResidualFlowMixin, Flow):
     ``layers[level_starts[s]:level_starts[s + 1]]``. Module paths mirror residual-flows' state-dict keys:
     ``transforms.{s}.chain.{j}.X`` there is ``layers.{level_starts[s] + j}.X`` here, with residual branches under
     ``nnet`` (``nnet.nnet`` for fully connected ones), ActNorm's ``weight`` called ``log_scale``, and the
-    flattened ActNorm under ``fc_module``; :meth:`convert_rtqichen_state_dict` does the renaming. ``ResidualFlow(**RESFLOW_CIFAR10)`` is the
+    flattened ActNorm under ``fc_module``; :meth:`convert_rtqichen_state_dict` does the renaming.
+    ``ResidualFlow(**RESFLOW_CIFAR10)`` is the
     configuration of the pre-trained CIFAR-10 model (16-16-16 blocks, width 512, coefficient 0.98).
 
     Args:
