@@ -400,9 +400,13 @@ class SpectralNormConv2d(_SpectralNorm, nn.Conv2d):
         options, generator, fields: as for :class:`SpectralNormLinear`.
 
     Example:
-        >>> conv = SpectralNormConv2d(2, 4, 3, input_size=(6, 6), coeff=0.9)
-        >>> conv(torch.randn(1, 2, 6, 6)).shape, conv.exact_lipschitz() <= 0.9 + 1e-3
+        >>> conv = SpectralNormConv2d(2, 4, 3, input_size=(6, 6), coeff=0.9, method="exact")  # certified
+        >>> conv(torch.randn(1, 2, 6, 6)).shape, conv.exact_lipschitz() <= 0.9 + 1e-6
         (torch.Size([1, 4, 6, 6]), True)
+
+        (With ``method="power"`` the bound holds up to the power iteration's accuracy, which its tolerances on
+        ``u`` and ``v`` do not fix for ``sigma``: on random 2-to-4-channel 3x3 kernels at the default 1e-3, the
+        normalised norm exceeded ``0.9 + 1e-3`` for 54 of 150 seeds.)
     """
 
     def __init__(self, in_channels: int, out_channels: int, kernel_size: int, bias: bool = True, *,
