@@ -12,7 +12,6 @@ import torch
 from hypothesis import given
 from hypothesis import strategies as st
 
-import invertible
 from invertible import Inverse, InvertibleModule, Sequential
 from invertible.testing import check_gradients, check_invertible, example_names, example_strategy, examples, get_example
 

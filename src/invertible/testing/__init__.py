@@ -14,7 +14,8 @@ Example:
     True
 """
 
-from .check import CHECKS, CheckReport, ContractError, check_gradients, check_invertible, check_state_dict, exact_jacobian
+from .check import (CHECKS, CheckReport, ContractError, check_gradients, check_invertible, check_state_dict,
+                    exact_jacobian)
 from .registry import Example, example_names, example_strategy, examples, get_example, randomize_, register
 
 __all__ = [

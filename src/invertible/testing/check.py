@@ -73,7 +73,8 @@ class CheckReport:
 
     def __str__(self) -> str:
         head = f"{self.name} ({self.dtype}, D={self.dims}): " + ("ok" if self.ok else f"{len(self.failures)} failed")
-        rows = [f"  {k}: {v:.3g} (tolerance {self.tolerances.get(k, float('nan')):.3g})" for k, v in self.measured.items()]
+        rows = [f"  {k}: {v:.3g} (tolerance {self.tolerances.get(k, float('nan')):.3g})"
+                for k, v in self.measured.items()]
         return "\n".join([head, *[f"  FAILED {f}" for f in self.failures], *rows])
 
 
@@ -294,7 +295,8 @@ def check_gradients(module: InvertibleModule, x: Tensor, *, parameters: bool = T
             values = [p.detach().clone().requires_grad_(True) for n, p in module.named_parameters()
                       if p.requires_grad] if parameters else []
 
-            def fn(v: Tensor, *ps: Tensor, wrapper: nn.Module = wrapper, names: list[str] = names) -> tuple[Tensor, Tensor]:
+            def fn(v: Tensor, *ps: Tensor, wrapper: nn.Module = wrapper, names: list[str] = names
+                   ) -> tuple[Tensor, Tensor]:
                 return torch.func.functional_call(wrapper, dict(zip(names, ps)), (v,), strict=False)
 
             inputs = (inp.detach().clone().requires_grad_(True), *values)

@@ -58,7 +58,9 @@ def register(
 ) -> Callable[[Callable[..., tuple[InvertibleModule, Tensor]]], Callable[..., tuple[InvertibleModule, Tensor]]]:
     """Decorator registering ``build`` under ``name`` (a second registration of the same name is refused)."""
 
-    def decorate(build: Callable[..., tuple[InvertibleModule, Tensor]]) -> Callable[..., tuple[InvertibleModule, Tensor]]:
+    Build = Callable[..., tuple[InvertibleModule, Tensor]]
+
+    def decorate(build: Build) -> Build:
         if name in _REGISTRY:
             raise ValueError(f"an example named {name!r} is already registered")
 
