@@ -37,6 +37,13 @@ from .layers import (
     SpectralNormConv2d,
     SpectralNormLinear,
 )
+from .layers import (
+    MADE,
+    MaskedAffineAutoregressive,
+    MaskedSplineAutoregressive,
+    RationalQuadraticSpline,
+    SplineCoupling,
+)
 from . import memory, regularizers
 from .memory import MemorySaving
 
@@ -78,6 +85,12 @@ __all__ = [
     "ResidualBlock",
     "SpectralNormConv2d",
     "SpectralNormLinear",
+    # splines and autoregressive transforms
+    "MADE",
+    "MaskedAffineAutoregressive",
+    "MaskedSplineAutoregressive",
+    "RationalQuadraticSpline",
+    "SplineCoupling",
 ]
 
 __version__ = "0.1.0"

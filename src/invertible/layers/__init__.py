@@ -10,6 +10,8 @@ from .activations import FullSort, LipSoftplus, LipSwish, LipschitzCube, MaxMin
 from .residual import ConvergenceError, ConvergenceWarning, InverseReport, ResidualBlock
 from .residual_logdet import LogDetEstimator
 from .spectral_norm import SpectralNormConv2d, SpectralNormLinear, update_lipschitz
+from .spline import RationalQuadraticSpline, SplineCoupling
+from .autoregressive import MADE, MaskedAffineAutoregressive, MaskedSplineAutoregressive
 
 __all__ = [
     "SCALE_FNS",
@@ -38,4 +40,10 @@ __all__ = [
     "SpectralNormConv2d",
     "SpectralNormLinear",
     "update_lipschitz",
+    # splines and autoregressive transforms
+    "MADE",
+    "MaskedAffineAutoregressive",
+    "MaskedSplineAutoregressive",
+    "RationalQuadraticSpline",
+    "SplineCoupling",
 ]
