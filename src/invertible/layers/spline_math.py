@@ -17,7 +17,8 @@ Map: in bin ``k`` with ``xi = (x - x_k) / w_k``, ``s = s_k = h_k / w_k`` and ``p
     ``g'(x) = s^2 (d_{k+1} xi^2 + 2 s p + d_k (1 - xi)^2) / D^2``,
 
 and ``log|det| = sum log g'``. ``D`` is written as a sum of positive terms (no cancellation), and ``g`` is
-evaluated from the nearer knot (``y_{k+1} - h_k (s (1 - xi)^2 + d_{k+1} p) / D`` when ``xi > 1/2``).
+evaluated from the nearer knot: with ``eta = (x_{k+1} - x) / w_k`` computed from the right knot (not as
+``1 - xi``), ``g(x) = y_{k+1} - h_k (s eta^2 + d_{k+1} p) / D`` when ``x`` is nearer ``x_{k+1}``.
 
 Inverse: for ``y`` in bin ``k`` with ``Delta = y - y_k``, ``xi`` is the root in ``[0, 1]`` of
 ``a xi^2 + b xi + c = 0`` with ``a = h_k (s - d_k) + Delta e``, ``b = h_k d_k - Delta e``, ``c = -s Delta``,
@@ -87,7 +88,6 @@ from dataclasses import dataclass
 from typing import NamedTuple
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
 __all__ = ["Knots", "SplineBounds", "SplineSettings", "block_norm", "quadratic_root", "rq_derivative_bounds",
@@ -219,7 +219,7 @@ class SplineSettings:
         """
         s_min, s_max = self.slope_range()
         d_min, d_max = self.min_derivative, self.max_derivative
-        t = lambda v: torch.tensor([v], dtype=torch.float64)  # noqa: E731
+        t = lambda v: torch.tensor([v], dtype=torch.float64)
         low, _ = rq_derivative_bounds(t(s_min), t(d_min), t(d_max))
         _, high = rq_derivative_bounds(t(s_max), t(d_min), t(d_max))
         lower, upper = min(1.0, float(low)), max(1.0, float(high))
@@ -257,8 +257,9 @@ def _bin(values: Tensor, knots: Tensor) -> Tensor:
     return (values.unsqueeze(-1) >= inner).sum(dim=-1, keepdim=True)
 
 
-def _log_derivative(xi: Tensor, s: Tensor, d0: Tensor, d1: Tensor, denom: Tensor) -> Tensor:
-    numer = d1 * xi * xi + 2 * s * xi * (1 - xi) + d0 * (1 - xi) ** 2
+def _log_derivative(xi: Tensor, eta: Tensor, s: Tensor, d0: Tensor, d1: Tensor, denom: Tensor) -> Tensor:
+    """``log g'`` from ``xi`` and ``eta = 1 - xi`` (each accurate where it is small)."""
+    numer = d1 * xi * xi + 2 * s * xi * eta + d0 * eta * eta
     return 2 * torch.log(s) + torch.log(numer) - 2 * torch.log(denom)
 
 
@@ -287,13 +288,17 @@ def rq_forward(x: Tensor, knots: Knots) -> tuple[Tensor, Tensor]:
     x0, x1, y0, y1, d0, d1 = _gathered(xc, knots, knots.x)
     w, h = x1 - x0, y1 - y0
     s = h / w
-    xi = (xc - x0) / w  # in [0, 1]: rounding is monotone and x0 <= xc <= x1
-    p = xi * (1 - xi)
-    denom = s * (xi * xi + (1 - xi) ** 2) + (d0 + d1) * p
+    # xi = (x - x_k) / w and eta = 1 - xi, each from its own knot (in [0, 1]: rounding is monotone); the one
+    # nearer its knot is accurate to a few ulps relative, the other is taken as 1 minus it
+    left = (xc - x0) <= (x1 - xc)
+    xi = torch.where(left, (xc - x0) / w, 1 - (x1 - xc) / w)
+    eta = torch.where(left, 1 - xi, (x1 - xc) / w)
+    p = xi * eta
+    denom = s * (xi * xi + eta * eta) + (d0 + d1) * p
     from_left = y0 + h * (s * xi * xi + d0 * p) / denom
-    from_right = y1 - h * (s * (1 - xi) ** 2 + d1 * p) / denom
-    y = torch.where(xi <= 0.5, from_left, from_right)
-    logd = _log_derivative(xi, s, d0, d1, denom)
+    from_right = y1 - h * (s * eta * eta + d1 * p) / denom
+    y = torch.where(left, from_left, from_right)
+    logd = _log_derivative(xi, eta, s, d0, d1, denom)
     return torch.where(inside, y, x), torch.where(inside, logd, torch.zeros_like(logd))
 
 
@@ -342,10 +347,10 @@ def rq_inverse(y: Tensor, knots: Knots) -> tuple[Tensor, Tensor]:
     e = d0 + d1 - 2 * s
     root = quadratic_root(h * (s - d_near) + delta * e, h * d_near - delta * e, -s * delta)
     x = torch.where(left, x0 + w * root, x1 - w * root)
-    xi = torch.where(left, root, 1 - root)
+    xi, eta = torch.where(left, root, 1 - root), torch.where(left, 1 - root, root)
     p = root * (1 - root)
-    denom = s * (xi * xi + (1 - xi) ** 2) + (d0 + d1) * p
-    logd = _log_derivative(xi, s, d0, d1, denom)
+    denom = s * (xi * xi + eta * eta) + (d0 + d1) * p
+    logd = _log_derivative(xi, eta, s, d0, d1, denom)
     return torch.where(inside, x, y), torch.where(inside, logd, torch.zeros_like(logd))
 
 

@@ -49,8 +49,9 @@ def spline_knots(raw: Sequence[mpf], settings: SplineSettings) -> SplineKnots:
     d_min, d_max = mpf(settings.min_derivative), mpf(settings.max_derivative)
     offset = mp.log((1 - d_min) / (d_max - d_min)) - mp.log(1 - (1 - d_min) / (d_max - d_min))
     inner = [d_min + (d_max - d_min) / (1 + mp.exp(-(u + offset))) for u in raw[2 * k:]]
-    return (_positions(raw[:k], mpf(settings.min_width), bound), _positions(raw[k:2 * k], mpf(settings.min_height), bound),
-            [mpf(1)] + inner + [mpf(1)], bound)
+    xs = _positions(raw[:k], mpf(settings.min_width), bound)
+    ys = _positions(raw[k:2 * k], mpf(settings.min_height), bound)
+    return xs, ys, [mpf(1)] + inner + [mpf(1)], bound
 
 
 def spline_forward(x: mpf, knots: SplineKnots) -> tuple[mpf, mpf]:

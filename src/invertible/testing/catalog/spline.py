@@ -28,7 +28,8 @@ def _space(**choices: Any) -> Any:
     from hypothesis import strategies as st
 
     space = {"batch": st.integers(1, 3), "seed": st.integers(0, 2**16), "scale": st.sampled_from([0.5, 1.0, 3.0]),
-             "bins": st.integers(2, 5), "bound": st.sampled_from([1.0, 2.0]), "settings": st.sampled_from(["default", "tight"])}
+             "bins": st.integers(2, 5), "bound": st.sampled_from([1.0, 2.0]),
+             "settings": st.sampled_from(["default", "tight"])}
     space.update({k: v if hasattr(v, "example") else st.sampled_from(v) for k, v in choices.items()})
     return space
 
