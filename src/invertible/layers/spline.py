@@ -35,7 +35,8 @@ class RationalQuadraticSpline(InvertibleModule):
         ``Lip(f) = max g'`` and ``Lip(f^-1) = 1 / min g'``; ``lipschitz_bounds()`` returns the per-bin bounds of
         :func:`~invertible.layers.spline_math.rq_derivative_bounds` at the current knots (slopes ``s_k``, knot
         derivatives ``d_k``), maximised over bins and channels (and 1 for the tails):
-        ``Lip(f) <= max(1, max_k max(d_hi, min(2 s_k, 2 s_k^2 (s_k + d_hi) / (s_k + d_lo)^2)))`` and
+        ``Lip(f) <= max(1, max_k max(d_hi, min(2 s_k, 2 s_k^2 (s_k + d_hi) / (s_k + d_lo)^2)))`` (``2 s_k`` alone in
+        the bins with ``d_lo < s_k < d_hi``) and
         ``Lip(f^-1) <= 1 / min(1, min_k min(d_lo, max(s_k^2 / d_hi, 2 s_k^2 (s_k + d_lo) / (s_k + d_hi)^2)))``.
         Whatever the parameters, these stay within ``settings.global_bounds()``.
 

@@ -42,14 +42,17 @@ Bounds on ``g'`` in one bin (derivation; ``a = 1 - xi``, ``b = xi``, ``a + b = 1
    ``F(q) = 2 (1 - (2 - m) q / 2)^2 - m (1 - q) - q`` is a convex quadratic with ``F(0) = 2 - m > 0`` and
    ``F(1/2) = m^2 / 8 >= 0`` whose minimum on ``[0, 1/2]`` is ``>= 0`` (for ``m <= 5/3`` it lies at
    ``q = 1/2`` or is ``>= 1/3 - 1/56``; for ``m > 5/3`` at ``q = 0``), hence ``f <= 2``.
-2. *Upper, ``g' <= max(d_hi, 2 s^2 (s + d_hi) / (s + d_lo)^2)``.* Numerator ``<= m + (1 - m) q``,
-   denominator ``>= 1 + (mu - 1) q``; the ratio of a linear function to the square of a positive linear
-   function has no interior maximum unless ``mu < 1`` and ``m < 1``, and then the numerator increases and the
-   denominator decreases in ``q``; either way ``f <= max(m, 2 (1 + m) / (1 + mu)^2)`` (the values at
-   ``q = 0`` and ``q = 1/2``).
+2. *Upper, ``g' <= max(d_hi, 2 s^2 (s + d_hi) / (s + d_lo)^2)`` unless ``d_lo < s < d_hi``.* Numerator
+   ``<= m + (1 - m) q``, denominator ``>= 1 + (mu - 1) q``. The ratio of a linear function to the square of a
+   positive linear function has an interior maximum only if the derivative's numerator
+   ``(1 - m) - 2 m (mu - 1) - (mu - 1)(1 - m) q`` decreases in ``q``, i.e. ``(mu - 1)(1 - m) > 0``, which with
+   ``mu <= m`` means ``mu < 1 < m``. Outside that case the maximum is at ``q = 0`` or ``q = 1/2``:
+   ``f <= max(m, 2 (1 + m) / (1 + mu)^2)``. (Inside it, this relaxation exceeds the endpoint values by up to 3%,
+   so only bound 1 is used there.)
 3. *Lower, ``g' >= min(d_lo, 2 s^2 (s + d_lo) / (s + d_hi)^2)``.* The mirror image of 2: numerator
-   ``>= mu + (1 - mu) q``, denominator ``<= 1 + (m - 1) q``; an interior minimum needs ``mu > 1``, and then
-   numerator ``>= (1 + mu) / 2`` and denominator ``<= (1 + m) / 2`` on ``[0, 1/2]``.
+   ``>= mu + (1 - mu) q``, denominator ``<= 1 + (m - 1) q``; an interior minimum needs ``(m - 1)(1 - mu) < 0``:
+   either ``mu, m > 1``, and then numerator ``>= (1 + mu) / 2`` and denominator ``<= (1 + m) / 2`` on
+   ``[0, 1/2]``, or ``mu, m < 1``, and then the denominator is ``<= 1`` and the numerator ``>= mu``.
 4. *Lower, ``g' >= min(d_lo, s^2 / d_hi)``.* With ``L = min(mu, 1 / m) <= 1`` and ``e_k <= e_{k+1}`` (the
    other case is the mirror image), ``f >= L`` iff the quartic ``P = N (a + b)^2 - L D^2 >= 0``. Its
    coefficients are ``a^4: e_k - L``, ``a^3 b: 2 (e_k + 1 - L c)``, ``a^2 b^2: c + 4 - L (c^2 + 2)``,
@@ -61,13 +64,14 @@ Bounds on ``g'`` in one bin (derivation; ``a = 1 - xi``, ``b = xi``, ``a + b = 1
 
 Hence, per bin (:func:`rq_derivative_bounds`),
 
-    ``max(d_hi, min(2s, 2 s^2 (s + d_hi) / (s + d_lo)^2)) >= g' >= min(d_lo, max(s^2 / d_hi,
-    2 s^2 (s + d_lo) / (s + d_hi)^2))``,
+    ``g' <= max(d_hi, 2s)`` if ``d_lo < s < d_hi``, else ``g' <= max(d_hi, min(2s, 2 s^2 (s + d_hi) / (s + d_lo)^2))``;
+    ``g' >= min(d_lo, max(s^2 / d_hi, 2 s^2 (s + d_lo) / (s + d_hi)^2))``,
 
-both attained in limits (at the knots, or at ``xi = 1/2`` with ``d_k = d_{k+1}``). Both sides are monotone
-(the upper increasing in ``s`` and ``d_hi``, decreasing in ``d_lo``; the lower the opposite way), so over every
-parameter the conditioner can produce (``s in [s_min, s_max]``, ``d in [d_min, d_max]``) the global bounds are
-their values at the corners (:meth:`SplineSettings.global_bounds`), with
+both attained in limits (at the knots, at ``xi = 1/2`` with ``d_k = d_{k+1}``, and ``s`` for a linear bin).
+The formulas are monotone (the upper increasing in ``s`` and ``d_hi``, decreasing in ``d_lo``; the lower the
+opposite way), so over every parameter the conditioner can produce (``s in [s_min, s_max]``,
+``d in [d_min, d_max]``) the global bounds are their values at the corners, and ``max(d_max, 2 min(s_max, d_max))``
+bounds the bins with ``d_lo < s < d_hi`` (:meth:`SplineSettings.global_bounds`), with
 ``s_min = m_h / (1 - (K - 1) m_w)`` and ``s_max = (1 - (K - 1) m_h) / m_w``; the tails add ``g' = 1``.
 
 Sensitivity to the parameters (what bounds the off-diagonal block of a spline coupling or autoregressive
@@ -213,16 +217,19 @@ class SplineSettings:
     def global_bounds(self) -> SplineBounds:
         """Bounds on ``g'`` and on the parameter sensitivity valid for *every* raw parameter vector.
 
-        ``upper = max(1, U(s_max, d_min, d_max))`` and ``lower = min(1, L(s_min, d_min, d_max))`` with ``U``,
-        ``L`` the per-bin bounds of :func:`rq_derivative_bounds` (monotone in each argument, so the corners of
-        the parameter box are the extremes); ``sensitivity`` is ``C`` of the module docstring.
+        ``lower = min(1, L(s_min, d_min, d_max))`` with ``L`` the per-bin lower bound of
+        :func:`rq_derivative_bounds` (monotone in each argument, so a corner of the parameter box is the
+        extreme); ``upper = max(1, d_max, min(2 s_max, 2 s_max^2 (s_max + d_max) / (s_max + d_min)^2),
+        2 min(s_max, d_max))`` (the corner of the second upper formula, and the bins with ``d_lo < s < d_hi``);
+        ``sensitivity`` is ``C`` of the module docstring.
         """
         s_min, s_max = self.slope_range()
         d_min, d_max = self.min_derivative, self.max_derivative
         t = lambda v: torch.tensor([v], dtype=torch.float64)
         low, _ = rq_derivative_bounds(t(s_min), t(d_min), t(d_max))
-        _, high = rq_derivative_bounds(t(s_max), t(d_min), t(d_max))
-        lower, upper = min(1.0, float(low)), max(1.0, float(high))
+        corner = max(d_max, min(2 * s_max, 2 * s_max**2 * (s_max + d_max) / (s_max + d_min) ** 2))
+        between = max(d_max, 2 * min(s_max, d_max))  # bins with d_lo < s < d_hi
+        lower, upper = min(1.0, float(low)), max(1.0, corner, between)
         k, b = self.bins, self.bound
         knot_gain = 2 * b * math.sqrt(2) / 4
         g_w = knot_gain * (1 - k * self.min_width) * (upper + s_max / 2)
@@ -241,7 +248,8 @@ def rq_derivative_bounds(s: Tensor, d_left: Tensor, d_right: Tensor) -> tuple[Te
         (tensor([1.], dtype=torch.float64), tensor([1.], dtype=torch.float64))
     """
     lo, hi = torch.minimum(d_left, d_right), torch.maximum(d_left, d_right)
-    upper = torch.maximum(hi, torch.minimum(2 * s, 2 * s * s * (s + hi) / (s + lo) ** 2))
+    between = (lo < s) & (s < hi)  # where only bound 1 of the derivation is proven
+    upper = torch.maximum(hi, torch.where(between, 2 * s, torch.minimum(2 * s, 2 * s * s * (s + hi) / (s + lo) ** 2)))
     lower = torch.minimum(lo, torch.maximum(s * s / hi, 2 * s * s * (s + lo) / (s + hi) ** 2))
     return lower, upper
 
