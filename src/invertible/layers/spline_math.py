@@ -28,8 +28,8 @@ when ``b < 0`` (then ``a > h_k s > 0``); the usual single formula ``2c / (-b - s
 ``b < 0``, near the top of a bin whose right knot is steep. In the upper half of a bin (in ``y``) the same
 quadratic is solved for ``1 - xi`` from the right knot (:func:`rq_inverse`), because the coefficients set up
 from the left knot cancel there (``b`` is a difference of terms of size ``h_k d_k``). Measured in float32 at
-inputs within a few ulps of every knot (``tests/numerical/test_spline.py``): the error stays within a few
-``u (B + |y| / g')``, where the left-knot set-up alone reaches hundreds and the single formula ~1e4-1e6.
+inputs within a few ulps of every knot (``tests/numerical/test_spline.py``): the error stays within
+``1.2 u (B + |y| / g')``, where the left-knot set-up alone reaches 240 and the single formula 1866.
 
 Bounds on ``g'`` in one bin (derivation; ``a = 1 - xi``, ``b = xi``, ``a + b = 1``; write ``d_lo``,
 ``d_hi`` for the smaller and larger of ``d_k``, ``d_{k+1}``; everything scales as ``g' -> lambda g'`` under
