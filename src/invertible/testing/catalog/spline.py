@@ -43,7 +43,10 @@ def _spline_args(bins: int, bound: float, settings: str) -> dict[str, Any]:
 @register("rq_spline", layer=RationalQuadraticSpline,
           configs=[{"kind": k} for k in SHAPES] + [{"kind": "flat", "bins": 2}, {"kind": "flat", "settings": "tight"},
                                                  {"kind": "flat", "scale": 3.0, "noise": 2.0}],
-          space=lambda: _space(kind=SHAPES, channels=(1, 2, 3), noise=(0.5, 1.0, 2.0), size=(2, 3)))
+          # noise 2 (the fixed configuration above) makes gradcheck's finite differences fail in 4 of 60 draws (the
+          # inverse's derivative reaches 5e5; the analytic one agrees with 1e-10-step central differences to 1e-7):
+          # the search space stops at 1 (0 of 60)
+          space=lambda: _space(kind=SHAPES, channels=(1, 2, 3), noise=(0.5, 1.0), size=(2, 3)))
 def rq_spline(kind: str = "flat", bins: int = 4, bound: float = 2.0, settings: str = "default", channels: int = 3,
               size: int = 3, batch: int = 3, seed: int = 0, scale: float = 1.5, noise: float = 1.0
               ) -> tuple[InvertibleModule, Any]:
