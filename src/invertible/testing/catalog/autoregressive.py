@@ -48,13 +48,14 @@ def maf_affine(features: int = 4, order: str = "shuffle", scale_fn: str = "exp",
 
 @register("maf_spline", layer=MaskedSplineAutoregressive,
           # noise 1 drives the raw parameters to ~20 (saturated softmaxes): checked in a fixed configuration, kept
-          # out of the search space, where gradcheck's finite differences are not accurate enough (see spline.py)
+          # out of the search space, where gradcheck's finite differences are not accurate enough (see spline.py);
+          # at 0.4, 1 draw in ~200 has an inverse derivative of ~2e5 where they fail, hence 0.3 (0 of 150)
           configs=[{"order": o} for o in ORDERS] + [{"settings": "tight"}, {"features": 1}, {"bins": 2},
                                                     {"noise": 1.0, "scale": 3.0}],
           space=lambda: _space(bins=(2, 3, 5), bound=(1.0, 2.0), settings=("default", "tight")))
 def maf_spline(features: int = 4, order: str = "shuffle", bins: int = 4, bound: float = 2.0,
                settings: str = "default", layers: int = 2, batch: int = 3, seed: int = 0, scale: float = 1.5,
-               noise: float = 0.4) -> tuple[InvertibleModule, Any]:
+               noise: float = 0.3) -> tuple[InvertibleModule, Any]:
     module = MaskedSplineAutoregressive(features, hidden=8, layers=layers, order=_order(order, features, seed),
                                         **_spline_args(bins, bound, settings))
     randomize_(module, noise, seed)
