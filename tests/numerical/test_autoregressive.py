@@ -16,7 +16,6 @@ import torch
 from torch import Tensor
 
 from invertible import MADE, MaskedAffineAutoregressive, MaskedSplineAutoregressive
-from invertible.layers.autoregressive import MaskedLinear
 from invertible.testing import check_invertible, exact_jacobian, randomize_
 
 F64 = torch.float64

@@ -22,7 +22,13 @@ from invertible import (
     SplineCoupling,
 )
 from invertible.layers import spline_math
-from invertible.layers.spline_math import Knots, SplineSettings, quadratic_root, rq_derivative_bounds, rq_forward
+from invertible.layers.spline_math import (
+    Knots,
+    SplineSettings,
+    quadratic_root,
+    rq_derivative_bounds,
+    rq_forward,
+)
 from invertible.testing import ContractError, check_invertible, get_example
 
 SPLINE_EXAMPLES = [("rq_spline", {"kind": "flat"}), ("rq_spline", {"kind": "image"}),
@@ -67,7 +73,7 @@ positive = st.floats(1e-4, 1e4)
 
 @given(s=positive, d0=positive, d1=positive, xi=st.floats(0.0, 1.0))
 def test_per_bin_bounds_hold_at_drawn_points(s: float, d0: float, d1: float, xi: float) -> None:
-    t = lambda v: torch.tensor([v], dtype=torch.float64)  # noqa: E731
+    t = lambda v: torch.tensor([v], dtype=torch.float64)
     knots = Knots(t(-1.0).new_tensor([[-1.0, 1.0]]), t(s).new_tensor([[-s, s]]), t(d0).new_tensor([[d0, d1]]), 1.0)
     x = (2 * t(xi) - 1).requires_grad_(True)
     y, logd = rq_forward(x, knots)
@@ -80,7 +86,7 @@ def test_per_bin_bounds_hold_at_drawn_points(s: float, d0: float, d1: float, xi:
 @st.composite
 def _settings(draw: st.DrawFn) -> SplineSettings:
     bins = draw(st.integers(2, 8))
-    fraction = lambda: draw(st.floats(1e-4, 0.99 / bins))  # noqa: E731
+    fraction = lambda: draw(st.floats(1e-4, 0.99 / bins))
     return SplineSettings(bins, draw(st.floats(0.1, 10.0)), fraction(), fraction(), draw(st.floats(1e-3, 0.99)),
                           draw(st.floats(1.01, 1e3)))
 
