@@ -39,6 +39,13 @@ from .layers import (
     SpectralNormLinear,
     SpectralNormOptions,
 )
+from .layers import (
+    MADE,
+    MaskedAffineAutoregressive,
+    MaskedSplineAutoregressive,
+    RationalQuadraticSpline,
+    SplineCoupling,
+)
 from . import memory, regularizers  # noqa: F401 (submodules as attributes of the package)
 from .memory import MemorySaving
 
@@ -82,6 +89,12 @@ __all__ = [
     "SpectralNormConv2d",
     "SpectralNormLinear",
     "SpectralNormOptions",
+    # splines and autoregressive transforms
+    "MADE",
+    "MaskedAffineAutoregressive",
+    "MaskedSplineAutoregressive",
+    "RationalQuadraticSpline",
+    "SplineCoupling",
 ]
 
 __version__ = "0.1.0"

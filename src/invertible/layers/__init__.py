@@ -11,6 +11,8 @@ from .activations import FullSort, LipSoftplus, LipSwish, LipschitzCube, MaxMin
 from .residual import ConvergenceError, ConvergenceWarning, InverseReport, ResidualBlock
 from .residual_logdet import LogDetEstimator
 from .spectral_norm import SpectralNormConv2d, SpectralNormLinear, SpectralNormOptions, update_lipschitz
+from .spline import RationalQuadraticSpline, SplineCoupling
+from .autoregressive import MADE, MaskedAffineAutoregressive, MaskedSplineAutoregressive
 
 __all__ = [
     "SCALE_FNS",
@@ -44,4 +46,10 @@ __all__ = [
     "SpectralNormLinear",
     "SpectralNormOptions",
     "update_lipschitz",
+    # splines and autoregressive transforms
+    "MADE",
+    "MaskedAffineAutoregressive",
+    "MaskedSplineAutoregressive",
+    "RationalQuadraticSpline",
+    "SplineCoupling",
 ]
