@@ -18,8 +18,9 @@ Measured (4 images, torch 2.14 CPU, float32):
   86x; 60 uniform random points of the same ball raise the error by at most 1.6x to 8.0x (seed 1: 2.2x to 4.2x),
   and every image's attack growth is 3.7x to 59x what the random points do to it, the largest 24x to 250x the
   random points' largest (the gradient does it, not the ball); the additive flow's grows by at most 3.2x.
-- ``k = 3``: the affine flow's reconstruction becomes non-finite for three of the four images (at steps 12, 42 and
-  27) and grows ~1e16x for the fourth; the additive flow's grows by at most 4.4x.
+- ``k = 3``: over model seeds 0-5 (24 images) under the same four kernel choices, 7 to 9 of the 24 images become
+  non-finite within the budget (seed 0 alone: 1 to 3 of 4; seeds 2 and 3 can have none), and every image's error
+  grows at least 739x (up to 4e20x); the additive flow's grows by at most 4.4x.
 - the residual flow of the same size (4 + 4 blocks of width 16, coefficient 0.98; its weights scaled by 3 and then
   spectrally renormalised, as training does after every step; 4 fixed-point iterations unrolled in the attack graph,
   200 for the reported error): clean errors 5e-7, growth at most 1.15x.
@@ -95,13 +96,18 @@ def test_random_points_of_the_same_ball_do_not(affine: tuple[Glow, AttackResult]
 
 
 def test_a_more_sensitive_affine_flow_is_driven_to_non_finite_reconstructions() -> None:
-    result = _attack(_glow("affine", 3.0, seed=0))
-    assert int((result.first_nonfinite >= 0).sum()) >= 2
-    assert float(result.growth.min()) > 1e6
-    broken = (result.first_nonfinite >= 0).nonzero().flatten()
-    at_first = result.accurate_error[result.first_nonfinite[broken], broken]
-    before = [result.accurate_error[: int(result.first_nonfinite[i]), i] for i in broken]
-    assert not bool(torch.isfinite(at_first).any()) and all(bool(torch.isfinite(b).all()) for b in before)
+    """Five seeds, because one seed's count of broken images depends on the CPU's kernels (module docstring):
+    measured 6 to 7 non-finite of 20 over seeds 0-4 and every growth >= 739x; asserted >= 3 and > 300x."""
+    broken_total = 0
+    for seed in range(5):
+        result = _attack(_glow("affine", 3.0, seed=seed))
+        assert float(result.growth.min()) > 300, (seed, result.growth)
+        broken = (result.first_nonfinite >= 0).nonzero().flatten()
+        broken_total += len(broken)
+        at_first = result.accurate_error[result.first_nonfinite[broken], broken]
+        before = [result.accurate_error[: int(result.first_nonfinite[i]), i] for i in broken]
+        assert not bool(torch.isfinite(at_first).any()) and all(bool(torch.isfinite(b).all()) for b in before)
+    assert broken_total >= 3
 
 
 @pytest.mark.parametrize("k", [2.5, 3.0])
