@@ -11,7 +11,7 @@
   - ``dev``: 50 random examples per property, for local exploration.
   - ``thorough``: 200 random examples per property (hundreds, ``gradcheck`` 100), run before a release or after
     changing a tolerance: about 2,000 CPU-seconds (~20 minutes with ``-n 2`` on 2 quiet cores). Its last run is
-    recorded in ``benchmarks/results/float32_error.md``.
+    recorded in ``benchmarks/results/check_discrimination.md``.
 """
 
 from __future__ import annotations

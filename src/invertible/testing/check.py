@@ -302,11 +302,11 @@ def _measure(module: InvertibleModule, x: Tensor, y: Tensor, x_back: Tensor, max
         if bool(bad.any()):
             fail(f"jacobian: the exact Jacobian of the {label} map is not finite at sample {int(bad.nonzero()[0])}")
             raise _Abort
-    sv = torch.linalg.svdvals(jac)
-    singular = sv[:, -1] <= 0
+    scales = ErrorScales.from_jacobians(x64, y64, jac, jac_inv, terms)
+    singular = ~(scales.sigma_min > 0)
     if bool(singular.any()):
         fail(f"jacobian: the Jacobian of the forward map is singular at sample {int(singular.nonzero()[0])} "
-             "(smallest singular value 0): the map is not invertible there")
+             "(the inverse's Jacobian is unbounded): the map is not invertible there")
         raise _Abort
     logabsdet = torch.linalg.slogdet(jac)[1]
     if module.inverse_kind == "iterative":
@@ -317,7 +317,7 @@ def _measure(module: InvertibleModule, x: Tensor, y: Tensor, x_back: Tensor, max
         report.notes.append("logdet_exact_inverse: reference -log|det J_f(f^-1(y))| (the inverse is iterative)")
     else:
         logabsdet_inv = torch.linalg.slogdet(jac_inv)[1]
-    return ErrorScales.from_jacobians(x64, y64, jac, jac_inv, sv, terms), logabsdet, logabsdet_inv
+    return scales, logabsdet, logabsdet_inv
 
 
 def _measure_matrix_free(shadow: nn.Module, x64: Tensor, y64: Tensor, terms: Tensor, report: CheckReport
