@@ -79,8 +79,11 @@ def test_composition_adds_logdets(name: str, data: st.DataObject) -> None:
         y, logdet_f = f(x)
         _, logdet_g_inv = g.inverse(y)
     torch.testing.assert_close(logdet, logdet_f + logdet_g_inv, rtol=0, atol=1e-9 * (1 + float(logdet.abs().max())))
+    # Inverse(g) of an iterative g runs a fixed-point iteration forwards, whose autograd Jacobian (unrolled or
+    # implicit) is not the exact one: the composed log-det is compared with slogdet only for analytic inverses
+    exact = ("logdet_exact",) if g.inverse_kind == "analytic" else ()
     check_invertible(composed, x, name=f"Sequential({name}, Inverse({name}))",
-                     checks=("shapes", "roundtrip_forward", "logdet_exact", "logdet_inverse"))
+                     checks=("shapes", "roundtrip_forward", *exact, "logdet_inverse"))
 
 
 @pytest.mark.parametrize("name", NAMES)

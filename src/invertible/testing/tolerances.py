@@ -148,6 +148,8 @@ class ErrorScales:
         logdet_condition: ``L_J`` (``None`` without exact Jacobians).
         sigma_max, sigma_min: extreme singular values of ``J_f`` (exact or Lanczos estimates).
         method: ``"exact"`` or ``"lanczos"``.
+        logdet_sensitivity: ``||d logdet / dx||`` (set by ``check_invertible`` when an iterative inverse's
+            allowance must be carried into the log-det tolerances).
     """
 
     inverse_eval: Tensor
@@ -157,6 +159,7 @@ class ErrorScales:
     sigma_max: Tensor
     sigma_min: Tensor
     method: str
+    logdet_sensitivity: Tensor | None = None
 
     @property
     def condition_number(self) -> Tensor:
