@@ -351,7 +351,8 @@ def _measure_matrix_free(shadow: nn.Module, x64: Tensor, y64: Tensor, terms: Ten
                         "logdet_exact_inverse skipped, singular values from Lanczos estimates")
     try:
         with torch.enable_grad():
-            est = extreme_singular_values(shadow, x64, method="lanczos", rtol=1e-3, max_iter=60)  # type: ignore[arg-type]
+            est = extreme_singular_values(shadow, x64, method="lanczos", rtol=1e-3,  # type: ignore[arg-type]
+                                          max_iter=60)
         assert est.forward is not None and est.inverse is not None
         # theta + r is within r of a singular value above theta: a safe side for both extremes
         sigma_max = est.forward.value + est.forward.residual
