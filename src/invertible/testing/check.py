@@ -440,10 +440,10 @@ def _check_state_dict(module: InvertibleModule, x: Tensor, y: Tensor, x_back: Te
     A copy's parameters (and floating buffers left out of the state dict) are perturbed in place (by about 1%): its
     inverse must still invert its forward, within 10x the original's round-trip tolerance (a 1% change moves the
     conditioning by far less); a second copy loads the first one's state dict: both must compute the same forward
-    map and inverse, within twice the evaluation tolerances. A stale cached inverse fails the first, a tensor that the state dict does not
-    carry the second (``state_dict_update``). Then the original state dict is loaded into the perturbed copy:
-    forward and inverse must equal the original's bit for bit (``state_dict``: a tensor missing from the state
-    dict, or a cache not invalidated on load).
+    map and inverse, within twice the evaluation tolerances. A stale cached inverse fails the first, a tensor that
+    the state dict does not carry the second (``state_dict_update``). Then the original state dict is loaded into
+    the perturbed copy: forward and inverse must equal the original's bit for bit (``state_dict``: a tensor missing
+    from the state dict, or a cache not invalidated on load).
     """
     clone = copy.deepcopy(module)
     _perturb(clone)
