@@ -211,6 +211,24 @@ def _describe_nonfinite(x: Tensor) -> str:
     return f"{n_nan} NaN and {n_inf} Inf values (first in sample {first})"
 
 
+def _floating_parameter(module: nn.Module) -> Tensor | None:
+    """The first floating-point parameter of ``module`` (the one the input's dtype and device are compared with).
+
+    Integer and boolean parameters (a permutation's indices, a mask held as ``nn.Parameter(requires_grad=False)``,
+    as in FrEIA's ``PermuteRandom``) keep their dtype under ``module.double()`` and say nothing about the dtype
+    the module computes in, so they are skipped.
+
+    Example:
+        >>> from torch import nn
+        >>> m = nn.Module()
+        >>> m.perm = nn.Parameter(torch.arange(3), requires_grad=False)
+        >>> m.scale = nn.Parameter(torch.ones(3, dtype=torch.float64))
+        >>> _floating_parameter(m).dtype
+        torch.float64
+    """
+    return next((p for p in module.parameters() if p.is_floating_point()), None)
+
+
 class InvertibleModule(nn.Module):
     """Base class of every invertible layer and model (see the module docstring for the contract).
 
@@ -337,7 +355,7 @@ class InvertibleModule(nn.Module):
             raise TypeError(f"{name} expects a floating-point tensor, got {x.dtype}; convert with x.float()")
         if not outer:
             return
-        param = next(self.parameters(), None)
+        param = _floating_parameter(self)
         if param is not None and (param.dtype != x.dtype or param.device != x.device):
             raise TypeError(
                 f"{name}: the input is {x.dtype} on {x.device} but the parameters are {param.dtype} on "

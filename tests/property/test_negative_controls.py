@@ -203,7 +203,7 @@ DEFECTS = [
     ("logdet_inv", 1e-3, "logdet_inverse", "logdet_inverse"),
     ("batch", 1e-3, "batch_independence", "batch_independence"),
     ("dtype", 1.0, "shapes", "shapes: the output is torch.float"),
-    ("state", 1.0, "state_dict", "state_dict_update"),
+    ("state", 1.0, "state_dict", "state_dict_buffers"),
     ("bound_forward", 1e-3, "bounds", "bound_forward"),
     ("bound_inverse", 1e-3, "bounds", "bound_inverse"),
 ]

@@ -75,9 +75,13 @@ def reference_round_off(dtype: torch.dtype) -> float:
     return torch.finfo(torch.float64).eps if torch.finfo(dtype).bits <= 64 else torch.finfo(dtype).eps
 
 
-def float64_shadow(module: nn.Module, x: Tensor) -> nn.Module:
-    """A float64 copy of ``module`` (same parameter values, exactly), run once at ``x`` so that caches and
-    power iterations are in step; ``module`` itself when it already is float64.
+def _call(module: nn.Module, x: Tensor, context: Tensor | None) -> tuple[Tensor, Tensor]:
+    return module(x) if context is None else module(x, context=context)
+
+
+def float64_shadow(module: nn.Module, x: Tensor, context: Tensor | None = None) -> nn.Module:
+    """A float64 copy of ``module`` (same parameter values, exactly), run once at ``x`` (and ``context``) so that
+    caches and power iterations are in step; ``module`` itself when it already is float64.
 
     Layers that re-estimate something when their dtype changes (a power-iteration spectral norm restarts its
     iteration) differ from their copy by that estimator's tolerance; their own tests bound it.
@@ -86,8 +90,12 @@ def float64_shadow(module: nn.Module, x: Tensor) -> nn.Module:
         return module
     shadow = copy.deepcopy(module).double()
     with torch.no_grad():
-        shadow(x.double())
+        _call(shadow, x.double(), _double(context))
     return shadow
+
+
+def _double(t: Tensor | None) -> Tensor | None:
+    return t.double() if t is not None and t.is_floating_point() else t
 
 
 def _leaves(module: nn.Module) -> list[nn.Module]:
@@ -96,7 +104,7 @@ def _leaves(module: nn.Module) -> list[nn.Module]:
     return found or [module]
 
 
-def leaf_logdet_magnitude(module: nn.Module, x: Tensor) -> Tensor:
+def leaf_logdet_magnitude(module: nn.Module, x: Tensor, context: Tensor | None = None) -> Tensor:
     """``T``: the sum over the leaf layers (invertible modules without invertible children) of ``|logdet|`` per
     sample, from one forward pass at ``x``; ``|logdet|`` of ``module`` itself when it has no invertible parts."""
     parts: list[Tensor] = []
@@ -108,7 +116,7 @@ def leaf_logdet_magnitude(module: nn.Module, x: Tensor) -> Tensor:
     handles = [leaf.register_forward_hook(record) for leaf in _leaves(module)]
     try:
         with torch.no_grad():
-            _, logdet = module(x)
+            _, logdet = _call(module, x, context)
     finally:
         for handle in handles:
             handle.remove()
