@@ -30,7 +30,8 @@ LOGDET_KINDS = ("exact", "estimated")
 
 
 def per_sample_logdet(logdet: Tensor | float, x: Tensor) -> Tensor:
-    """One log-det per sample: a number or 0-d tensor is broadcast, per-entry log-dets are summed per sample.
+    """One log-det per sample: a number, a 0-d or a one-element tensor (FrEIA's blocks whose log-det does not
+    depend on the input) is broadcast, per-entry log-dets are summed per sample.
 
     A tensor keeps its own dtype and device (the contract checks compare them with the input's).
 
@@ -41,15 +42,15 @@ def per_sample_logdet(logdet: Tensor | float, x: Tensor) -> Tensor:
     """
     if not isinstance(logdet, Tensor):
         return torch.full((x.shape[0],), float(logdet), dtype=x.dtype, device=x.device)
-    if logdet.dim() == 0:
-        return logdet.expand(x.shape[0]).contiguous()
+    if logdet.dim() == 0 or (logdet.shape == (1,) and x.shape[0] != 1):
+        return logdet.reshape(()).expand(x.shape[0]).contiguous()
     if logdet.dim() > 1 and logdet.shape[0] == x.shape[0]:
         return logdet.reshape(x.shape[0], -1).sum(1)
     return logdet
 
 
 class Adapter(InvertibleModule):
-    """Base of the adapters: subclasses implement ``_apply(x, context, reverse) -> (output, logdet)``.
+    """Base of the adapters: subclasses implement ``_run(x, context, reverse) -> (output, logdet)``.
 
     Args:
         inverse_kind: ``"analytic"`` or ``"iterative"`` (then ``inverse_atol`` is the per-entry error in ``x``
@@ -78,22 +79,22 @@ class Adapter(InvertibleModule):
         """``(f(x | context), log|det df/dx|)`` per sample."""
         with _nested() as outer:
             self._validate(x, "forward", outer)
-            return self._apply(x, context, False)
+            return self._run(x, context, False)
 
     def inverse(self, y: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:  # type: ignore[override]
         """``(f^-1(y | context), log|det df^-1/dy|)`` per sample."""
         with _nested() as outer:
             self._validate(y, "inverse", outer)
-            return self._apply(y, context, True)
+            return self._run(y, context, True)
 
     def _forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
-        return self._apply(x, None, False)
+        return self._run(x, None, False)
 
     def _inverse(self, y: Tensor) -> tuple[Tensor, Tensor]:
-        return self._apply(y, None, True)
+        return self._run(y, None, True)
 
-    def _apply(self, x: Tensor, context: Tensor | None, reverse: bool) -> tuple[Tensor, Tensor]:
-        raise NotImplementedError(f"{type(self).__name__} must implement _apply(x, context, reverse)")
+    def _run(self, x: Tensor, context: Tensor | None, reverse: bool) -> tuple[Tensor, Tensor]:
+        raise NotImplementedError(f"{type(self).__name__} must implement _run(x, context, reverse)")
 
     def lipschitz_bounds(self) -> Bounds:
         return self.bounds
@@ -126,7 +127,7 @@ class Callables(Adapter):
         owners = [getattr(f, "__self__", None) for f in (forward, inverse)]
         self.owners = nn.ModuleList(dict.fromkeys(m for m in (*owners, *modules) if isinstance(m, nn.Module)))
 
-    def _apply(self, x: Tensor, context: Tensor | None, reverse: bool) -> tuple[Tensor, Tensor]:
+    def _run(self, x: Tensor, context: Tensor | None, reverse: bool) -> tuple[Tensor, Tensor]:
         fn = self.fns[reverse]
         y, logdet = fn(x) if context is None else fn(x, context)
         return y, per_sample_logdet(logdet, x)

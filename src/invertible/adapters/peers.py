@@ -35,9 +35,9 @@ class FrEIA(Adapter):
         super().__init__(**kind)
         self.module = module
 
-    def _apply(self, x: Tensor, context: Tensor | None, reverse: bool) -> tuple[Tensor, Tensor]:
-        c = [] if context is None else [context]
-        (y, *rest), logdet = self.module([x], c=c, rev=reverse, jac=True)
+    def _run(self, x: Tensor, context: Tensor | None, reverse: bool) -> tuple[Tensor, Tensor]:
+        conditions = {} if context is None else {"c": [context]}  # unconditional blocks take no c
+        (y, *_), logdet = self.module([x], rev=reverse, jac=True, **conditions)
         return y, per_sample_logdet(logdet, x)
 
 
@@ -48,7 +48,7 @@ class NFlows(Adapter):
         super().__init__(**kind)
         self.transform = transform
 
-    def _apply(self, x: Tensor, context: Tensor | None, reverse: bool) -> tuple[Tensor, Tensor]:
+    def _run(self, x: Tensor, context: Tensor | None, reverse: bool) -> tuple[Tensor, Tensor]:
         fn = self.transform.inverse if reverse else self.transform
         y, logdet = fn(x, context=context)
         return y, per_sample_logdet(logdet, x)
@@ -61,7 +61,7 @@ class NormFlows(Adapter):
         super().__init__(**kind)
         self.flow = flow
 
-    def _apply(self, x: Tensor, context: Tensor | None, reverse: bool) -> tuple[Tensor, Tensor]:
+    def _run(self, x: Tensor, context: Tensor | None, reverse: bool) -> tuple[Tensor, Tensor]:
         fn = self.flow.inverse if reverse else self.flow
         y, logdet = fn(x) if context is None and not accepts_context(fn) else fn(x, context=context)
         return y, per_sample_logdet(logdet, x)
@@ -74,7 +74,7 @@ class Zuko(Adapter):
         super().__init__(**kind)
         self.transform = transform  # an nn.Module (LazyTransform) is registered, a Transform is kept as is
 
-    def _apply(self, x: Tensor, context: Tensor | None, reverse: bool) -> tuple[Tensor, Tensor]:
+    def _run(self, x: Tensor, context: Tensor | None, reverse: bool) -> tuple[Tensor, Tensor]:
         t = self.transform(context) if isinstance(self.transform, nn.Module) else self.transform
         y, ladj = (t.inv if reverse else t).call_and_ladj(x)
         return y, per_sample_logdet(ladj, x)

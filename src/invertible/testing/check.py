@@ -55,6 +55,7 @@ from torch.autograd.gradcheck import GradcheckError
 from ..base import InvertibleModule, allow_nonfinite
 from ..diagnostics.jacobian import exact_jacobian
 from ..layers.residual import ConvergenceError, ConvergenceWarning
+from .grad_mode import calls_with_grad, no_grad_unless_needed
 from .jacobians import MISMATCH_RTOL, JacobianError, derivative_mismatch, jacobians
 from .state import check_state_dict_tensors
 from .stochastic import ALPHA, DRAWS, check_estimates
@@ -166,12 +167,15 @@ def _first_line(err: BaseException) -> str:
 
 
 def _call(report: CheckReport, prop: str, what: str, fn: Callable[[], Any]) -> Any:
-    """Run ``fn``; a ``LinAlgError`` (a singular matrix inside the module) becomes a failure of ``prop``, and an
-    iterative inverse's ``ConvergenceError`` or ``ConvergenceWarning`` a failure of ``convergence``."""
+    """Run ``fn`` and detach the tensors it returns; a ``LinAlgError`` (a singular matrix inside the module)
+    becomes a failure of ``prop``, an iterative inverse's ``ConvergenceError`` or ``ConvergenceWarning`` a failure
+    of ``convergence``, and any other exception a failure of ``prop`` that names it (never torch's raw error)."""
     try:
         with allow_nonfinite(), warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             out = fn()
+    except (_Abort, JacobianError):
+        raise
     except torch.linalg.LinAlgError as err:
         report.failures.append(
             f"{prop}: {what} raised torch.linalg.LinAlgError ({_first_line(err)}): a singular matrix inside the "
@@ -180,6 +184,9 @@ def _call(report: CheckReport, prop: str, what: str, fn: Callable[[], Any]) -> A
     except ConvergenceError as err:
         report.failures.append(f"convergence: {what} did not converge (ConvergenceError: {_first_line(err)})")
         raise _Abort from err
+    except Exception as err:
+        report.failures.append(f"{prop}: {what} raised {type(err).__name__}: {_first_line(err)}")
+        raise _Abort from err
     for w in caught:
         if issubclass(w.category, ConvergenceWarning):
             if not any(f.startswith("convergence:") for f in report.failures):
@@ -187,7 +194,38 @@ def _call(report: CheckReport, prop: str, what: str, fn: Callable[[], Any]) -> A
                                        f"{_first_line(w.message)})")  # type: ignore[arg-type]
         else:
             warnings.warn_explicit(w.message, w.category, w.filename, w.lineno, source=w.source)
-    return out
+    if isinstance(out, tuple):
+        return tuple(t.detach() if isinstance(t, Tensor) else t for t in out)
+    return out.detach() if isinstance(out, Tensor) else out
+
+
+def _unchanged(report: CheckReport, what: str, given: Tensor, kept: Tensor) -> None:
+    """Fail ``inputs`` if a call changed the tensor it was given (``given``, a copy of ``kept``) in place."""
+    same = (given == kept) | (torch.isnan(given) & torch.isnan(kept))
+    if not bool(same.all()):
+        change = float(torch.nan_to_num((given.double() - kept.double()).abs(), nan=math.inf).max())
+        report.failures.append(f"inputs: {what} changed the tensor it was given in place (entries moved by up to "
+                               f"{change:.3g}): a caller's tensor must be left as it is")
+
+
+def _needs_grad(module: nn.Module, x: Tensor, context: Tensor | None) -> str | None:
+    """Why the module's forward cannot run under ``torch.no_grad()`` but can with autograd on (``None`` if it can
+    run without autograd, or fails either way: the checks then report that failure)."""
+    try:
+        with torch.no_grad(), allow_nonfinite(), warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            _apply(module, x.clone(), context, False)
+        return None
+    except Exception as err:
+        refused = err
+    try:
+        with torch.enable_grad(), allow_nonfinite(), warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            _apply(module, x.clone(), context, False)
+    except Exception:
+        return None
+    return (f"the module was called with autograd on: under torch.no_grad() its forward raises "
+            f"{type(refused).__name__} ({_first_line(refused)})")
 
 
 def _reported_convergence(module: nn.Module, report: CheckReport) -> None:
@@ -295,11 +333,16 @@ def check_invertible(
         raise ValueError(f"check_invertible: context must be a tensor with the batch size of x ({x.shape[0]}) "
                          f"first, got {got}; repeat a shared condition per sample")
     report = CheckReport(name or type(module).__name__, x.dtype, int(x[0].numel()))
-    try:
-        with _eval_mode(module), torch.no_grad():
-            _run_checks(module, x, context, checks, factor, max_jacobian_dims, draws, alpha, report)
-    except _Abort:
-        pass
+    x = x.detach().clone()  # foreign code may change its argument or its flags (FrEIA sets requires_grad on it)
+    with _eval_mode(module):
+        needs_grad = _needs_grad(module, x, context)
+        if needs_grad:
+            report.notes.append(needs_grad)
+        try:
+            with calls_with_grad(needs_grad is not None), no_grad_unless_needed():
+                _run_checks(module, x, context, checks, factor, max_jacobian_dims, draws, alpha, report)
+        except _Abort:
+            pass
     return _finish(report, raise_on_failure)
 
 
@@ -310,15 +353,20 @@ def _run_checks(module: InvertibleModule, x: Tensor, context: Tensor | None, che
     k = ROUNDTRIP_K if factor is None else float(factor)
     k_ld = LOGDET_K if factor is None else LOGDET_K * float(factor) / ROUNDTRIP_K
     batch = x.shape[0]
-    y, logdet = _call(report, "forward", "the forward map", lambda: _apply(module, x, context, False))
+    given = x.clone()
+    y, logdet = _call(report, "forward", "the forward map", lambda: _apply(module, given, context, False))
+    _unchanged(report, "the forward map", given, x)
     if "shapes" in checks and _check_forward_shapes(x, y, logdet, fail):
         return
-    x_back, logdet_inv = _call(report, "roundtrip_forward", "the inverse", lambda: _apply(module, y, context, True))
+    given = y.clone()
+    x_back, logdet_inv = _call(report, "roundtrip_forward", "the inverse",
+                               lambda: _apply(module, given, context, True))
+    _unchanged(report, "the inverse", given, y)
     _reported_convergence(module, report)
     if "shapes" in checks and _check_inverse_shapes(x, x_back, logdet_inv, fail):
         return
     y_again, logdet_again = _call(report, "roundtrip_inverse", "the forward map at the reconstruction",
-                                  lambda: _apply(module, x_back.nan_to_num(), context, False))
+                                  lambda: _apply(module, x_back.nan_to_num().clone(), context, False))
     allowance = fixed_point_allowance(module, report.dims)
     iterative = module.inverse_kind == "iterative"
     if iterative:
@@ -362,7 +410,8 @@ def _run_checks(module: InvertibleModule, x: Tensor, context: Tensor | None, che
                 (logdet_inv.double() - logabsdet_inv).abs(), tol.logdet)
     if "batch_independence" in checks and batch > 1:
         alone = [_call(report, "batch_independence", "the forward map of one sample",
-                       lambda i=i: _apply(module, x[i : i + 1], _rows(context, i), False)) for i in range(batch)]
+                       lambda i=i: _apply(module, x[i : i + 1].clone(), _rows(context, i), False))
+                 for i in range(batch)]
         y_alone = torch.cat([a[0] for a in alone])
         ld_alone = torch.cat([a[1] for a in alone])
         compare("batch_independence", "||f(x_i alone) - f(x)_i||", norms(y_alone - y), tol.batch)
@@ -388,10 +437,11 @@ def _check_estimated(module: nn.Module, x: Tensor, y: Tensor, context: Tensor | 
         return
     directions = []
     if {"logdet_exact", "logdet_inverse"} & set(checks):
-        directions.append(("logdet_estimated", "log-det", lambda: _apply(module, x, context, False)[1], exact))
+        directions.append(("logdet_estimated", "log-det", lambda: _apply(module, x.clone(), context, False)[1],
+                           exact))
     if {"logdet_exact_inverse", "logdet_inverse"} & set(checks):
         directions.append(("logdet_estimated_inverse", "inverse's log-det",
-                           lambda: _apply(module, y, context, True)[1], exact_inv))
+                           lambda: _apply(module, y.clone(), context, True)[1], exact_inv))
     comparisons = x.shape[0] * len(directions)
     for key, label, draw, value in directions:
         result = _call(report, key, f"the {label} estimate",

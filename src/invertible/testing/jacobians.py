@@ -34,6 +34,8 @@ from collections.abc import Callable
 import torch
 from torch import Tensor
 
+from .grad_mode import no_grad_unless_needed
+
 __all__ = ["JacobianError", "MISMATCH_RTOL", "derivative_mismatch", "jacobians"]
 
 #: A Jacobian whose ``J v`` differs from the map's central differences by more than this (relative) at every
@@ -106,12 +108,13 @@ def derivative_mismatch(fn: Map, x: Tensor, context: Tensor | None, jac: Tensor,
     jv = torch.einsum("bij,bj->bi", jac.to(x.dtype), v.reshape(batch, -1))
     scale = 1 + x.reshape(batch, -1).abs().amax(1)
     best = torch.full((batch,), torch.inf, dtype=torch.float64, device=x.device)
-    with torch.no_grad():
+    with no_grad_unless_needed():
         for step in FD_STEPS:
             h = (step * scale).reshape(batch, *([1] * (x.dim() - 1)))
             plus, minus = x + h * v, x - h * v
             fd = torch.cat([(fn(plus[i : i + 1], _rows(context, i)) - fn(minus[i : i + 1], _rows(context, i)))
                             .reshape(1, -1) for i in range(batch)]) / (2 * h.reshape(batch, 1))
+            fd = fd.detach()
             rel = ((fd - jv).norm(dim=1) / (jv.norm(dim=1) + fd.norm(dim=1) + 1e-300)).double()
             rel = torch.where(torch.isfinite(rel), rel, torch.full_like(rel, torch.inf))
             best = torch.minimum(best, rel)

@@ -51,6 +51,7 @@ import torch
 from torch import Tensor, nn
 
 from ..base import InvertibleModule
+from .grad_mode import no_grad_unless_needed
 
 __all__ = [
     "LOGDET_K",
@@ -89,7 +90,7 @@ def float64_shadow(module: nn.Module, x: Tensor, context: Tensor | None = None) 
     if x.dtype == torch.float64:
         return module
     shadow = copy.deepcopy(module).double()
-    with torch.no_grad():
+    with no_grad_unless_needed():
         _call(shadow, x.double(), _double(context))
     return shadow
 
@@ -115,8 +116,8 @@ def leaf_logdet_magnitude(module: nn.Module, x: Tensor, context: Tensor | None =
 
     handles = [leaf.register_forward_hook(record) for leaf in _leaves(module)]
     try:
-        with torch.no_grad():
-            _, logdet = _call(module, x, context)
+        with no_grad_unless_needed():
+            _, logdet = _call(module, x.clone(), context)
     finally:
         for handle in handles:
             handle.remove()
