@@ -3,6 +3,8 @@
 - :func:`check_invertible` runs every contract check on one module and one input and says which property failed,
   by how much and at which input; :func:`check_gradients` runs ``gradcheck`` in both directions.
 - :func:`examples` yields ``(name, module, x)`` for every registered layer and model; :func:`register` adds yours.
+- :func:`run_contract_suite` runs all of it over a registry of your layers in one call (:func:`contract_tests`
+  makes it a pytest test, one case per layer and dtype).
 - :mod:`invertible.testing.strategies` has hypothesis strategies for shapes, parameters and inputs.
 
 Example:
@@ -25,6 +27,7 @@ from .check import (
     exact_jacobian,
 )
 from .registry import Example, example_names, example_strategy, examples, get_example, randomize_, register
+from .suite import contract_tests, run_contract_suite
 from .tolerances import LOGDET_K, ROUNDTRIP_K, ErrorScales, fixed_point_allowance
 
 __all__ = [
@@ -39,6 +42,7 @@ __all__ = [
     "check_gradients",
     "check_invertible",
     "check_state_dict",
+    "contract_tests",
     "exact_jacobian",
     "fixed_point_allowance",
     "example_names",
@@ -47,4 +51,5 @@ __all__ = [
     "get_example",
     "randomize_",
     "register",
+    "run_contract_suite",
 ]
