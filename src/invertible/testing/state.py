@@ -106,7 +106,8 @@ def check_state_dict_tensors(module: nn.Module, call: Calls, x: Tensor, y: Tenso
             continue
         listed = ", ".join(names[:6]) + (f" and {len(names) - 6} more" if len(names) > 6 else "")
         if which == "parameters":
-            cause = ("a cached inverse that was not invalidated" if j == 0 else "a tensor the state dict does not carry")
+            cause = ("a cached inverse that was not invalidated" if j == 0
+                     else "a tensor the state dict does not carry")
             failures.append(
                 f"{key}: after an in-place change (through .data) of the {len(names)} trainable floating-point "
                 f"parameters ({listed}; frozen and integer tensors left unchanged), {what}: off by {float(err[i]):.3g} "
