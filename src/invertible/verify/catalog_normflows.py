@@ -104,3 +104,16 @@ def _residual() -> Built:
     flow = _nf().flows.Residual(net, reverse=False, reduce_memory=False)
     adapter = NormFlows(flow, inverse_kind="iterative", inverse_atol=5e-3, logdet_kind="estimated")
     return initialised(adapter.double(), flat())
+
+
+@entry("normflows", "NormalizingFlow.forward_and_log_det",
+       declared="wrapped with Callables(flow.forward_and_log_det, flow.inverse_and_log_det): the model-level API "
+                "that normflows' training objectives call")
+def _normalizing_flow() -> Built:
+    from ..adapters import Callables
+
+    nf = _nf()
+    flows = [nf.flows.AffineCouplingBlock(_mlp([3, 16, 6])), nf.flows.Permute(6, mode="swap"),
+             nf.flows.AffineCouplingBlock(_mlp([3, 16, 6]))]
+    model = jitter(nf.NormalizingFlow(nf.distributions.DiagGaussian(6), flows))
+    return Callables(model.forward_and_log_det, model.inverse_and_log_det).double(), flat(), None
