@@ -75,6 +75,55 @@ def verify(libraries: tuple[str, ...] | None = None, dtypes: tuple[str, ...] = (
     return results, versions
 
 
+def adapter_lines() -> dict[str, int]:
+    """Lines of code of each adapter class (docstrings, comments and blank lines not counted).
+
+    Example:
+        >>> adapter_lines()["Zuko"] < 15
+        True
+    """
+    import ast
+    import inspect
+
+    from .. import adapters
+
+    counts = {}
+    for name in ("FrEIA", "NFlows", "NormFlows", "Zuko", "Callables"):
+        source = inspect.getsource(getattr(adapters, name))
+        tree = ast.parse(source)
+        doc_lines: set[int] = set()
+        for node in ast.walk(tree):
+            body = getattr(node, "body", None)
+            if isinstance(body, list) and body and isinstance(body[0], ast.Expr) and isinstance(
+                    getattr(body[0], "value", None), ast.Constant) and isinstance(body[0].value.value, str):
+                doc_lines.update(range(body[0].lineno, body[0].end_lineno + 1))
+        counts[name] = sum(1 for i, line in enumerate(source.splitlines(), 1)
+                           if line.strip() and not line.strip().startswith("#") and i not in doc_lines)
+    return counts
+
+
+FOREIGN = [
+    "the input's dtype is compared with the floating-point parameters only (an int64 permutation held as a frozen "
+    "`nn.Parameter`, FrEIA's `PermuteRandom`, was refused with the advice `layer.to(x.dtype)`, also inside "
+    "`Sequential`)",
+    "the state-dict check changes only trainable floating-point parameters, through `.data`, and says so (it "
+    "changed frozen matrices and then blamed a stale cached inverse)",
+    "module calls run with autograd on where the forward cannot run under `no_grad` (FrEIA's i-ResNet calls "
+    "`torch.autograd.grad` itself); Jacobians come from plain autograd where torch.func cannot trace the map "
+    "(`requires_grad_`, in-place updates), checked against finite differences, and a `no_grad` region inside the "
+    "map is a named failure (all three crashed the checker with torch's own errors)",
+    "any exception inside a module call is a failure of the property being checked, naming it; a caller's tensor "
+    "changed in place is the failure `inputs`",
+    "stochastic log-dets (`logdet_kind == \"estimated\"`) are checked statistically (mean of 200 draws against the "
+    "exact value within a computed confidence interval); they failed the exact comparison",
+    "an iterative inverse is allowed its declared `inverse_atol` in every property (round trips, log-dets, batch "
+    "independence, state dicts), not the round trips only, and a `ConvergenceError`, `ConvergenceWarning` or "
+    "`converged=False` report is the failure `convergence`",
+    "a one-element log-det (FrEIA's blocks whose log-det does not depend on the input) is broadcast per sample by "
+    "the adapter; `context=` reaches every call in both directions, sliced with the batch",
+]
+
+
 def _cell(result: Result | None) -> str:
     if result is None:
         return "-"
@@ -111,7 +160,11 @@ def markdown(results: list[Result], versions: dict[str, str | None], command: st
              "float64 layer cast with `.to(torch.float32)`). Each failure is classified in "
              "`src/invertible/verify/findings.py` with a reproduction that measures the cause directly, "
              "without our checker; its source and output are below.", "",
-             "Classes: " + "; ".join(f"**{k}**: {v}" for k, v in KINDS.items()) + ".", "", "## Summary", "",
+             "Classes: " + "; ".join(f"**{k}**: {v}" for k, v in KINDS.items()) + ".", "",
+             "Adapters (`src/invertible/adapters/`; lines of code of each class, docstrings and comments not "
+             "counted, on top of the shared `Adapter` base): "
+             + ", ".join(f"{k} {v}" for k, v in adapter_lines().items()) + ". What the checker now does for "
+             "foreign modules that it did not:", "", *[f"- {f};" for f in FOREIGN], "", "## Summary", "",
              "| library | layers | " + " | ".join(f"{d} pass / fail" for d in dtypes)
              + " | defects | limitations | adapter | ours |",
              "|---|---|" + "---|" * len(dtypes) + "---|---|---|---|"]
