@@ -112,3 +112,24 @@ def test_the_reproductions_show_what_their_findings_say() -> None:
     assert all("raised" not in s for s in shown.values()), shown
     assert "float32" in shown["normflows.NormalizingFlow.forward_and_log_det"]
     assert "RuntimeError" in shown["nflows.NaiveLinear"]
+
+
+def test_the_command_writes_the_page(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    _needs("FrEIA")
+    from invertible.verify.__main__ import main
+
+    out = tmp_path / "peers.md"
+    assert main(["--only", "LearnedElementwiseScaling", "--dtypes", "float64", "--out", str(out)]) == 0
+    page = out.read_text()
+    assert "| FrEIA.LearnedElementwiseScaling | **fail**: logdet_exact_inverse, logdet_inverse | defect |" in page
+    assert "Output: forward log-det" in page  # the reproduction ran
+
+
+def test_the_command_refuses_unknown_dtypes_and_empty_selections(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from invertible.verify.__main__ import main
+
+    with pytest.raises(SystemExit):
+        main(["--dtypes", "float16", "--out", str(tmp_path / "x.md")])
+    with pytest.raises(SystemExit):
+        main(["--only", "no such layer", "--out", str(tmp_path / "x.md")])
+    assert not (tmp_path / "x.md").exists()
