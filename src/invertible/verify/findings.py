@@ -41,7 +41,11 @@ class Finding:
 
     @property
     def source(self) -> str:
-        return inspect.getsource(self.reproduce)
+        """The reproduction as a standalone script (its decorator dropped, its call appended)."""
+        lines = inspect.getsource(self.reproduce).splitlines()
+        start = next(i for i, line in enumerate(lines) if line.startswith("def "))
+        body = "\n".join(lines[start:])
+        return f"import torch\n\nDT = torch.float64\n\n\n{body}\n\n\nprint({self.reproduce.__name__}())"
 
 
 FINDINGS: list[Finding] = []
