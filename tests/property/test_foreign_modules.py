@@ -16,6 +16,8 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 from torch import Tensor, nn
@@ -250,3 +252,22 @@ def test_context_reaches_both_directions_and_is_sliced_with_the_batch() -> None:
     assert check_invertible(layer, _x(), context=_x(seed=1)).ok
     wrong = Callables(forward, lambda y, c: (y * (-c).exp(), -c.sum(1) + 1e-9 * c[:, 0]))
     assert "logdet_inverse" in check_invertible(wrong, _x(), context=_x(seed=1), raise_on_failure=False).failed
+
+
+def _squash(logdet_error: float = 0.0) -> Callables:
+    """``y = 0.5 + x / 10`` whose inverse refuses values outside ``[0, 1]`` (as our ``Logit`` does)."""
+    ld = 3 * math.log(0.1)
+
+    def inverse(y: Tensor) -> tuple[Tensor, Tensor]:
+        if bool(((y < 0) | (y > 1)).any()):
+            raise ValueError(f"expects inputs in [0, 1], got values up to {float(y.max()):.4g}")
+        return (y - 0.5) * 10, torch.full((len(y),), -ld - logdet_error, dtype=y.dtype)
+
+    return Callables(lambda x: (0.5 + x / 10, torch.full((len(x),), ld, dtype=x.dtype)), inverse)
+
+
+def test_a_finite_difference_step_outside_the_inverse_domain_is_not_a_failure() -> None:
+    x = _x() * 0.5
+    x[0, 0] = 4.99  # y = 0.999: the finite-difference steps of ~2e-3 around it leave [0, 1]
+    assert check_invertible(_squash(), x, raise_on_failure=False).ok
+    assert "logdet_exact_inverse" in check_invertible(_squash(1e-6), x, raise_on_failure=False).failed

@@ -94,9 +94,19 @@ def _rows(context: Tensor | None, i: int) -> Tensor | None:
     return None if context is None else context[i : i + 1]
 
 
+def _difference(fn: Map, plus: Tensor, minus: Tensor, context: Tensor | None, size: int) -> Tensor:
+    """``fn(plus) - fn(minus)`` as one row, or NaN where a step left the map's domain (the map raised: a layer
+    that checks its input range, e.g. a logit refusing values above 1)."""
+    try:
+        return (fn(plus, context) - fn(minus, context)).reshape(1, -1).detach()
+    except Exception:  # a refused step says nothing about the derivative at x
+        return torch.full((1, size), torch.nan, dtype=plus.dtype, device=plus.device)
+
+
 def derivative_mismatch(fn: Map, x: Tensor, context: Tensor | None, jac: Tensor, seed: int = 0) -> Tensor:
     """Per sample, ``||J v - (f(x + h v) - f(x - h v)) / 2h|| / (||J v|| + ||fd||)`` along a random unit ``v``,
-    the smallest over the step sizes :data:`FD_STEPS` (0 where no step gives finite differences: a domain edge).
+    the smallest over the step sizes :data:`FD_STEPS` (0 where no step gives finite differences: a domain edge,
+    or a step the map refuses by raising).
 
     ``fn`` runs on one sample at a time, as the Jacobians were built (so a map that mixes samples, which batch
     independence catches, does not look like a wrong derivative); ``jac`` is ``(B, D_out, D)``.
@@ -112,9 +122,8 @@ def derivative_mismatch(fn: Map, x: Tensor, context: Tensor | None, jac: Tensor,
         for step in FD_STEPS:
             h = (step * scale).reshape(batch, *([1] * (x.dim() - 1)))
             plus, minus = x + h * v, x - h * v
-            fd = torch.cat([(fn(plus[i : i + 1], _rows(context, i)) - fn(minus[i : i + 1], _rows(context, i)))
-                            .reshape(1, -1) for i in range(batch)]) / (2 * h.reshape(batch, 1))
-            fd = fd.detach()
+            fd = torch.cat([_difference(fn, plus[i : i + 1], minus[i : i + 1], _rows(context, i), jv.shape[1])
+                            for i in range(batch)]) / (2 * h.reshape(batch, 1))
             rel = ((fd - jv).norm(dim=1) / (jv.norm(dim=1) + fd.norm(dim=1) + 1e-300)).double()
             rel = torch.where(torch.isfinite(rel), rel, torch.full_like(rel, torch.inf))
             best = torch.minimum(best, rel)
