@@ -57,12 +57,14 @@ class Adapter(InvertibleModule):
             that the inverse's stopping rule allows; the contract checks allow it in every property).
         logdet_kind: ``"exact"`` or ``"estimated"`` (checked statistically, as a mean over draws).
         bounds: global Lipschitz bounds ``(forward, inverse)`` if known (``None`` where not).
+        logdet_rounding: unit round-offs the analytic log-det spends per entry (1 for a sum of simple terms; a
+            rational-quadratic spline's formula takes several), as our own layers declare it.
         ranks: the input ranks accepted (``(batch, D)``, ``(batch, C, L)``, ``(batch, C, H, W)``, ...).
     """
 
     def __init__(self, *, inverse_kind: str = "analytic", logdet_kind: str = "exact", inverse_atol: float = 0.0,
                  bounds: Bounds | tuple[float | None, float | None] = (None, None),
-                 ranks: tuple[int, ...] = (2, 3, 4, 5)) -> None:
+                 ranks: tuple[int, ...] = (2, 3, 4, 5), logdet_rounding: float = 1.0) -> None:
         super().__init__(channels=None, ranks=ranks)
         if inverse_kind not in INVERSE_KINDS or logdet_kind not in LOGDET_KINDS:
             raise ValueError(f"{type(self).__name__}: inverse_kind must be one of {INVERSE_KINDS} and logdet_kind "
@@ -73,6 +75,10 @@ class Adapter(InvertibleModule):
         self.inverse_kind = inverse_kind  # type: ignore[misc]  (per instance: the class says "analytic")
         self.logdet_kind = logdet_kind  # type: ignore[misc]
         self._atol = float(inverse_atol)
+        if not logdet_rounding >= 1:
+            raise ValueError(f"{type(self).__name__}: logdet_rounding={logdet_rounding!r} must be >= 1 (unit "
+                             "round-offs per entry of the log-det)")
+        self.logdet_rounding = float(logdet_rounding)  # type: ignore[misc]  (per instance)
         self.bounds = Bounds(*bounds)
 
     def forward(self, x: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:  # type: ignore[override]
