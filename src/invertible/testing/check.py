@@ -36,7 +36,9 @@ Above ``max_jacobian_dims`` entries per sample the extreme singular values come 
 estimates (:func:`invertible.diagnostics.extreme_singular_values`), the round-trip scales are normwise
 (``||y|| / sigma_min + ||x||``) and the checks against exact Jacobians are skipped (the report says so).
 A non-finite output, a singular Jacobian or a ``torch.linalg.LinAlgError`` inside the module is reported as a
-failure of the property being checked, never raised as torch's own error.
+failure of the property being checked, never raised as torch's own error; so is any other exception a module call
+raises (named in the failure). A forward or inverse that changes the tensor it is given in place fails ``inputs``
+(checked whatever ``checks`` selects: the other checks would measure a changed input).
 """
 
 from __future__ import annotations
