@@ -7,6 +7,10 @@ import torch
 from ..adapters import NFlows
 from .catalog import Built, context, entry, flat, image, initialised, jitter
 
+#: unit round-offs per entry of a rational-quadratic spline's log-det: the formula our own splines declare
+#: (the same Durkan et al. formula, log g' = 2 log s + log(...) - 2 log(denominator))
+from ..layers.spline_math import SPLINE_LOGDET_ROUNDING as RQ  # noqa: E402
+
 
 def _nt():  # type: ignore[no-untyped-def]
     import nflows.transforms as nt
@@ -47,7 +51,7 @@ def _additive_coupling() -> Built:
 @entry("nflows", "PiecewiseRationalQuadraticCouplingTransform")
 def _rq_coupling() -> Built:
     t = _nt().PiecewiseRationalQuadraticCouplingTransform(_mask(), _net(), num_bins=4, tails="linear", tail_bound=3.0)
-    return _wrap(t), flat(), None
+    return _wrap(t, logdet_rounding=RQ), flat(), None
 
 
 @entry("nflows", "PiecewiseCubicCouplingTransform")
@@ -65,7 +69,7 @@ def _maf() -> Built:
 def _rq_maf() -> Built:
     t = _nt().MaskedPiecewiseRationalQuadraticAutoregressiveTransform(
         6, hidden_features=16, context_features=3, num_bins=4, tails="linear", tail_bound=3.0)
-    return _wrap(t), flat(), context()
+    return _wrap(t, logdet_rounding=RQ), flat(), context()
 
 
 @entry("nflows", "LULinear")
@@ -136,4 +140,5 @@ def _sigmoid() -> Built:
 
 @entry("nflows", "PiecewiseRationalQuadraticCDF")
 def _rq_cdf() -> Built:
-    return _wrap(_nt().PiecewiseRationalQuadraticCDF([6], num_bins=4, tails="linear", tail_bound=3.0)), flat(), None
+    cdf = _nt().PiecewiseRationalQuadraticCDF([6], num_bins=4, tails="linear", tail_bound=3.0)
+    return _wrap(cdf, logdet_rounding=RQ), flat(), None

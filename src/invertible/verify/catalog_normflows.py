@@ -7,6 +7,10 @@ import torch
 from ..adapters import NormFlows
 from .catalog import Built, context, entry, flat, image, initialised, jitter
 
+#: unit round-offs per entry of a rational-quadratic spline's log-det: the formula our own splines declare
+#: (the same Durkan et al. formula, log g' = 2 log s + log(...) - 2 log(denominator))
+from ..layers.spline_math import SPLINE_LOGDET_ROUNDING as RQ  # noqa: E402
+
 
 def _nf():  # type: ignore[no-untyped-def]
     import normflows as nf
@@ -82,13 +86,13 @@ def _squeeze() -> Built:
 @entry("normflows", "CoupledRationalQuadraticSpline")
 def _rq_coupling() -> Built:
     flow = _nf().flows.CoupledRationalQuadraticSpline(6, 1, 16, num_bins=4)
-    return _wrap(flow), flat(), None
+    return _wrap(flow, logdet_rounding=RQ), flat(), None
 
 
 @entry("normflows", "AutoregressiveRationalQuadraticSpline(context)")
 def _rq_autoregressive() -> Built:
     flow = _nf().flows.AutoregressiveRationalQuadraticSpline(6, 1, 16, num_context_channels=3, num_bins=4)
-    return _wrap(flow), flat(), context()
+    return _wrap(flow, logdet_rounding=RQ), flat(), context()
 
 
 @entry("normflows", "MaskedAffineAutoregressive")

@@ -8,6 +8,10 @@ import torch
 from ..adapters import Zuko
 from .catalog import Built, context, entry, flat, jitter
 
+#: unit round-offs per entry of a rational-quadratic spline's log-det: the formula our own splines declare
+#: (the same Durkan et al. formula, log g' = 2 log s + log(...) - 2 log(denominator))
+from ..layers.spline_math import SPLINE_LOGDET_ROUNDING as RQ  # noqa: E402
+
 
 def _zf():  # type: ignore[no-untyped-def]
     import zuko
@@ -36,7 +40,7 @@ def _nsf() -> Built:
     z = _zf()
     t = z.flows.MaskedAutoregressiveTransform(6, univariate=z.transforms.MonotonicRQSTransform,
                                               shapes=[(8,), (8,), (7,)], hidden_features=(16, 16))
-    return _wrap(t), flat(), None
+    return _wrap(t, logdet_rounding=RQ), flat(), None
 
 
 @entry("zuko", "GeneralCouplingTransform(affine)")
@@ -49,7 +53,7 @@ def _coupling_spline() -> Built:
     z = _zf()
     t = z.flows.GeneralCouplingTransform(6, context=3, univariate=z.transforms.MonotonicRQSTransform,
                                          shapes=[(8,), (8,), (7,)], hidden_features=(16, 16))
-    return _wrap(t), flat(), context()
+    return _wrap(t, logdet_rounding=RQ), flat(), context()
 
 
 @entry("zuko", "ElementWiseTransform(affine)")
