@@ -166,12 +166,12 @@ def markdown(results: list[Result], versions: dict[str, str | None], command: st
              + ", ".join(f"{k} {v}" for k, v in adapter_lines().items()) + ". What the checker now does for "
              "foreign modules that it did not:", "", *[f"- {f};" for f in FOREIGN], "", "## Summary", "",
              "| library | layers | " + " | ".join(f"{d} pass / fail" for d in dtypes)
-             + " | defects | limitations | adapter | ours |",
-             "|---|---|" + "---|" * len(dtypes) + "---|---|---|---|"]
+             + " | " + " | ".join(KINDS) + " |",
+             "|---|---|" + "---|" * (len(dtypes) + len(KINDS))]
     for lib in versions:
         keys = [k for k in by_key if k.split(".", 1)[0] == lib]
         if not keys:
-            lines.append(f"| {lib} | not installed |" + " |" * (len(dtypes) + 4))
+            lines.append(f"| {lib} | not installed |" + " |" * (len(dtypes) + len(KINDS)))
             continue
         counts = []
         for d in dtypes:
