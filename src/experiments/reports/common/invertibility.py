@@ -36,7 +36,7 @@ import torch
 
 from invertible.diagnostics import NONINVERTIBLE_RTOL, judge_reconstructions
 
-from .numbers import fmt, num
+from .numbers import fmt, num, percent
 
 __all__ = ["INVERTIBLE", "Judgement", "NON_INVERTIBLE", "UNDETERMINED", "VERDICT_KEYS", "combine", "find_stored",
            "judge", "judge_errors", "stored"]
@@ -84,9 +84,17 @@ def _of(n: int | None) -> str:
 
 
 def judge(worst_relative: Any = None, nonfinite: Any = 0, n: Any = None, *, rtol: float = NONINVERTIBLE_RTOL,
-          kappa_at_worst: Any = None, missing: str = "relative errors") -> Judgement:
+          kappa_at_worst: Any = None, missing: str = "relative errors", nonfinite_share: Any = None) -> Judgement:
     """The verdict from a set's worst relative reconstruction error and its number of non-finite reconstructions
-    (``None``/NaN for a relative error the run did not store; ``missing`` names it in the reason)."""
+    (``None`` for a relative error the run did not store; ``missing`` names it in the reason). A run that stored
+    the non-finite *share* of its inputs gives ``nonfinite_share`` instead of ``nonfinite``.
+
+    >>> judge(1e-7, nonfinite_share=0.25).reason
+    'non-finite reconstructions of 25 % of the inputs'
+    """
+    share = None if nonfinite_share is None else num(nonfinite_share)
+    if share is not None and not math.isnan(share):
+        nonfinite = int(share > 0)  # at least one; the count is not known
     bad = 0 if math.isnan(num(nonfinite)) else int(num(nonfinite))
     count = None if n is None or math.isnan(num(n)) else int(num(n))
     worst = None if worst_relative is None or worst_relative == "" else num(worst_relative)
@@ -98,7 +106,9 @@ def judge(worst_relative: Any = None, nonfinite: Any = 0, n: Any = None, *, rtol
                                     torch.tensor([bad]), rtol=rtol)
     bad = max(bad, verdict.nonfinite)  # a non-finite relative error is a non-finite reconstruction
     worst_shown = math.inf if bad else worst
-    if bad:
+    if bad and share:
+        reason = f"non-finite reconstructions of {percent(share)} of the inputs"
+    elif bad:
         reason = f"{bad} non-finite reconstruction{'s' if bad > 1 else ''}{_of(count)}"
     elif verdict.invertible:
         reason = f"worst relative error {fmt(worst)} <= {fmt(rtol)}{_of(count)}"

@@ -93,9 +93,12 @@ def _without(argv: list[str], flag: str) -> list[str]:
     return argv[:at] + argv[end:]
 
 
-def seeded(study: str, folder: str, argv: Sequence[str] = (), *, seeds: Iterable[int], **fields: Any) -> list[RunSpec]:
-    """The same run once per seed, in ``<folder>/seed=<s>``, all in the claim group ``folder``."""
-    return [RunSpec(study, f"{folder}/seed={s}", tuple(argv), seed=s, group=folder, **fields) for s in seeds]
+def seeded(study: str, folder: str, argv: Sequence[str] = (), *, seeds: Iterable[int], quick_seeds: int = 1,
+           in_quick: bool = True, **fields: Any) -> list[RunSpec]:
+    """The same run once per seed, in ``<folder>/seed=<s>``, all in the claim group ``folder``; ``--quick`` makes
+    the first ``quick_seeds`` of them (if ``in_quick``)."""
+    return [RunSpec(study, f"{folder}/seed={s}", tuple(argv), seed=s, group=folder, in_quick=in_quick and i < quick_seeds,
+                    **fields) for i, s in enumerate(seeds)]
 
 
 def _read_json(path: Path) -> dict[str, Any] | None:
@@ -230,6 +233,10 @@ class Runs:
 
     def __iter__(self) -> Iterator[RunRecord]:
         return iter(self._records.values())
+
+    def has(self, group: str) -> bool:
+        """Whether a run of the claim group ``group`` is declared."""
+        return any(r.spec.group == group for r in self)
 
     def group(self, group: str, *, finished: bool = True) -> list[RunRecord]:
         """The runs of a claim group (the seeds of one configuration), finished ones only unless asked."""

@@ -33,11 +33,12 @@ _QUICK_FLOWS = ("--iterations", "10", "--log-every", "5", "--grid-size", "6", "-
 _QUICK_ATTACK = ("--steps", "3")
 
 
-def _attacks(setting: str, flows: str, seeds: tuple[int, ...], **fields: object) -> list[RunSpec]:
-    return [RunSpec("attack2d", f"{flows.replace('flows2d', 'attack2d')}/seed={s}",
-                    ("--flows", f"{{runs}}/{flows}/seed={s}"), seed=s, setting=setting,
-                    group=flows.replace("flows2d", "attack2d"), quick=_QUICK_ATTACK, **fields)  # type: ignore[arg-type]
-            for s in seeds]
+def _attacks(setting: str, flows: str, seeds: tuple[int, ...], in_quick: bool = True) -> list[RunSpec]:
+    """attack2d on each seed's flows2d run (the same seed), made in ``--quick`` where that flows2d run is."""
+    group = flows.replace("flows2d", "attack2d")
+    return [RunSpec("attack2d", f"{group}/seed={s}", ("--flows", f"{{runs}}/{flows}/seed={s}"), seed=s,
+                    setting=setting, group=group, quick=_QUICK_ATTACK, in_quick=in_quick and i == 0)
+            for i, s in enumerate(seeds)]
 
 
 RUNS: tuple[RunSpec, ...] = (
