@@ -167,9 +167,10 @@ class Claim:
         if not self.observations:
             return Verdict("not run", False, "no finished run")
         if not full:
-            shown = sum(o.holds is True for o in demos)
-            return Verdict("small-model demonstration", False,
-                           f"quick preset only, {shown} of {len(demos)} showed it; not counted")
+            decided = [o for o in demos if o.holds is not None]
+            shown = sum(o.holds is True for o in decided)
+            what = f"{shown} of {len(decided)} showed it" if decided else "undetermined"
+            return Verdict("small-model demonstration", False, f"quick preset only, {what}; not counted")
         decided = [o for o in full if o.holds is not None]
         shown = sum(o.holds is True for o in decided)
         if not decided:

@@ -38,12 +38,14 @@ from invertible.diagnostics import NONINVERTIBLE_RTOL, judge_reconstructions
 
 from .numbers import fmt, num, percent
 
-__all__ = ["INVERTIBLE", "Judgement", "NON_INVERTIBLE", "UNDETERMINED", "VERDICT_KEYS", "combine", "find_stored",
-           "judge", "judge_errors", "stored"]
+__all__ = ["INVERTIBLE", "Judgement", "NON_INVERTIBLE", "RELATIVE_KEYS", "UNDETERMINED", "VERDICT_KEYS", "combine",
+           "find_stored", "judge", "judge_errors", "relative_of", "stored"]
 
 INVERTIBLE, NON_INVERTIBLE, UNDETERMINED = "invertible", "non-invertible", "undetermined"
 #: Keys under which a study may store ``InvertibilityVerdict.to_dict()`` (read in this order).
 VERDICT_KEYS = ("verdict", "invertibility", "invertibility_verdict")
+#: Flat keys (e.g. CSV columns) under which a study may store the worst relative reconstruction error of a set.
+RELATIVE_KEYS = ("worst_relative", "relative_max", "recon_relative_max", "relative_max_1")
 _SHAPE = {"invertible", "nonfinite", "worst_relative", "rtol", "n"}
 
 
@@ -152,6 +154,15 @@ def find_stored(metrics: Mapping[str, Any] | None) -> Judgement | None:
         found = stored(metrics.get(key))
         if found is not None:
             return found
+    return None
+
+
+def relative_of(record: Mapping[str, Any]) -> Any:
+    """The worst relative error a record stores under one of :data:`RELATIVE_KEYS` (``None`` if none: an empty
+    CSV cell counts as none)."""
+    for key in RELATIVE_KEYS:
+        if record.get(key) not in (None, ""):
+            return record[key]
     return None
 
 
