@@ -11,7 +11,7 @@ from .claims import MIN_SEEDS, Claim, Criterion, Observation, Verdict, claims_ta
 from .figures import Figures
 from .fragments import Fragments
 from .invertibility import (INVERTIBLE, NON_INVERTIBLE, UNDETERMINED, Judgement, combine, find_stored, judge,
-                            judge_errors, stored)
+                            judge_errors, relative_of, stored)
 from .numbers import fmt, minutes, num, percent, spread
 from .page import Page, footer
 from .report import DEFAULT_ROOT, Report
@@ -21,5 +21,5 @@ from .tables import table
 __all__ = ["DEFAULT_ROOT", "INVERTIBLE", "MIN_SEEDS", "NON_INVERTIBLE", "UNDETERMINED", "Claim", "Criterion",
            "Figures", "Fragments", "Judgement", "Observation", "Page", "Report", "ReportError", "RunRecord",
            "RunSpec", "Runs", "Verdict", "claims_table", "combine", "find_stored", "fmt", "footer", "judge",
-           "judge_errors", "load_texts", "make_runs", "minutes", "num", "percent", "seeded", "spread", "state",
+           "judge_errors", "load_texts", "make_runs", "minutes", "num", "percent", "relative_of", "seeded", "spread", "state",
            "stored", "table"]

@@ -20,6 +20,15 @@ class Figures:
 
     def __init__(self, folder: Path, page_dir: Path) -> None:
         self.folder, self.page_dir = Path(folder), Path(page_dir)
+        self.written: set[Path] = set()
+
+    def remove_stale(self) -> list[Path]:
+        """Delete the PNG files of the folder this page no longer links (figures of runs or settings it dropped);
+        returns them. Only ``*.png`` directly generated into this page's own folder are touched."""
+        stale = [p for p in sorted(self.folder.rglob("*.png")) if p not in self.written] if self.folder.is_dir() else []
+        for path in stale:
+            path.unlink()
+        return stale
 
     def copy(self, source: Path, name: str, *, width: int = 1000, colors: int = 128) -> str:
         """Store the PNG ``source`` as ``name`` (at most ``width`` pixels wide, ``colors`` colours); return the
@@ -37,6 +46,7 @@ class Figures:
                 image = image.resize((width, round(image.height * width / image.width)), Image.LANCZOS)
             image.quantize(colors=colors, method=Image.Quantize.MEDIANCUT,
                            dither=Image.Dither.NONE).save(target, optimize=True)
+        self.written.add(target)
         return target.relative_to(self.page_dir).as_posix()
 
     def draw(self, draw: Callable[[Path], object], name: str, **options: int) -> str:

@@ -3,7 +3,7 @@
 Runs store numbers in JSON (``metrics.json``: non-finite floats as the strings ``"Infinity"``, ``"-Infinity"``,
 ``"NaN"``) and CSV (cells such as ``inf``, ``nan`` or empty). :func:`num` reads any of them; :func:`fmt` writes
 every number of every page: plain with three significant digits from ``1e-2`` up to ``1e4`` (whole numbers from
-1000 on in full), scientific with two outside that range, non-finite values spelled ``inf``/``-inf``/``NaN``, a
+``1000`` on in full), scientific with two outside that range, non-finite values spelled ``inf``/``-inf``/``NaN``, a
 missing value as ``-``.
 
 Example:
@@ -66,7 +66,7 @@ def fmt(value: Any, digits: int = 3) -> str:
 
 
 def percent(share: Any) -> str:
-    """A share in [0, 1] as a percentage (``fmt``'s digits): ``0.25`` -> ``"25 %"``."""
+    """A share in ``[0, 1]`` as a percentage (``fmt``'s digits): ``0.25`` -> ``"25 %"``."""
     x = num(share)
     return "-" if math.isnan(x) else f"{fmt(100 * x)} %"
 

@@ -8,7 +8,8 @@ then writes ``docs/results/<name>.md`` and its figures from the finished runs. F
 - ``--settings S ...``: which groups of runs to make and show (default: the report's default settings);
 - ``--report-only``: run nothing, write the page from the runs there are;
 - ``--quick``: make the runs at their studies' quick presets (seconds to a minute each: a smoke test of the whole
-  chain; such runs are labelled small-model demonstrations on the page and never count as agreement);
+  chain; such runs are labelled small-model demonstrations on the page and never count as agreement); it needs
+  its own ``--runs`` and ``--out``, so that quick runs never mix with the real ones;
 - ``--list``: print each declared run, its state and its command, and stop.
 
 Exit status: 0 page written; 2 usage error or a run a study refused (nothing deleted).
@@ -92,12 +93,18 @@ class Report:
             parts += ["--settings", *settings]
         return " ".join(parts)
 
-    def page_text(self, root: Path, settings: Sequence[str], out: Path) -> str:
-        """The page from the finished runs of ``settings`` under ``root`` (figures are written beside ``out``)."""
-        runs = Runs(root, [s for s in self.runs if s.setting in settings])
-        page = Page(self.title, Fragments(self.folder), Figures(out.parent / self.name, out.parent))
+    def write_page(self, root: Path, settings: Sequence[str], out: Path) -> Path:
+        """Write the page ``out`` from the finished runs of ``settings`` under ``root``, its figures into
+        ``<out dir>/<name>/`` (figures it no longer links are removed from there); returns ``out``."""
+        runs = Runs(root, [s for s in self.runs if s.setting in settings and not s.quick_only])
+        figures = Figures(out.parent / self.name, out.parent)
+        page = Page(self.title, Fragments(self.folder), figures)
         self.write(runs, page)
-        return page.render(self.command(root, settings), str(root), list(runs))
+        text = page.render(self.command(root, settings), str(root), list(runs))
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(text)
+        figures.remove_stale()
+        return out
 
     def main(self, argv: Sequence[str] | None = None) -> int:
         """The report's command line (module docstring); returns the exit status."""
@@ -105,8 +112,11 @@ class Report:
         args = parser.parse_args(argv)
         if args.quick and args.report_only:
             parser.error("--quick makes runs and --report-only makes none: choose one")
+        if args.quick and (args.runs == DEFAULT_ROOT or args.out == self.parser().get_default("out")):
+            parser.error(f"--quick needs its own --runs and --out (not {DEFAULT_ROOT} and docs/results): quick-preset "
+                         "runs must not mix with the real runs or overwrite the real page")
         settings = args.settings or list(self.default_settings or self.settings)
-        specs = [s for s in self.runs if s.setting in settings]
+        specs = [s for s in self.runs if s.setting in settings and (args.quick or not s.quick_only)]
         if args.list:
             for spec in specs:
                 print(f"{state(args.runs / spec.folder):10} python -m experiments.{spec.study} "
@@ -115,12 +125,10 @@ class Report:
         try:
             if not args.report_only:
                 make_runs([s for s in specs if s.in_quick or not args.quick], args.runs, quick=args.quick)
-            text = self.page_text(args.runs, settings, args.out)
+            self.write_page(args.runs, settings, args.out)
         except ReportError as exc:
             print(f"error: {exc}", file=sys.stderr)
             return 2
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(text)
         logging.getLogger(__name__).info("wrote %s", args.out)
         return 0
 

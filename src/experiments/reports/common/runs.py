@@ -47,13 +47,15 @@ class RunSpec:
         study: the study's name (``python -m experiments.<study>``).
         folder: the run folder, relative to the report's ``--runs`` root.
         argv: the study's flags (not ``--out`` or ``--seed``); ``{runs}`` stands for the root (a flag naming
-            another run's folder, e.g. ``("--flows", "{runs}/toy/flows2d")``).
+            another run's folder, e.g. ``("--flows", "{runs}/toy/flows2d")``) and ``{seed}`` for the seed.
         seed: the ``--seed`` (``None``: the study's default).
         setting: the group of runs the report's ``--settings`` chooses by name.
         quick: flags added after ``--quick`` when the report runs at the quick presets (``--quick``: the tests),
             to shrink the run further; ``--preset X`` and the flags ``quick`` sets are left out of ``argv`` then.
         in_quick: whether ``--quick`` makes this run at all (a report whose default has many runs keeps a few).
         group: the claim group: runs that differ only in their seed share it (:func:`seeded` sets it).
+        quick_only: made only by ``--quick`` (a small stand-in another quick run reads, e.g. models to evaluate
+            instead of a zoo that takes minutes to train).
     """
 
     study: str
@@ -64,6 +66,7 @@ class RunSpec:
     quick: tuple[str, ...] = ()
     in_quick: bool = True
     group: str = ""
+    quick_only: bool = False
 
     def __post_init__(self) -> None:
         for flag in ("--out", "--seed", "--quick", "--resume", "--overwrite"):
@@ -74,14 +77,19 @@ class RunSpec:
 
     def argv_for(self, root: Path, quick: bool) -> list[str]:
         """The study's command line for this run under ``root`` (at the quick preset when ``quick``)."""
-        argv = [a.replace("{runs}", str(root)) for a in self.argv]
+        seed = "" if self.seed is None else str(self.seed)
+        argv = [a.replace("{runs}", str(root)).replace("{seed}", seed) for a in self.argv]
         if quick:
             for flag in ["--preset", *(a for a in self.quick if a.startswith("--"))]:
                 argv = _without(argv, flag)
-            argv += ["--quick", *self.quick]
+            argv += ["--quick", *(a.replace("{runs}", str(root)).replace("{seed}", seed) for a in self.quick)]
         if self.seed is not None:
             argv += ["--seed", str(self.seed)]
         return argv + ["--out", str(root / self.folder)]
+
+
+def _preset(argv: list[str]) -> str | None:
+    return argv[argv.index("--preset") + 1] if "--preset" in argv[:-1] else None
 
 
 def _without(argv: list[str], flag: str) -> list[str]:
@@ -128,6 +136,12 @@ def make_runs(specs: Sequence[RunSpec], root: Path, *, quick: bool = False) -> d
     for spec in specs:
         folder = root / spec.folder
         now = state(folder)
+        declared_quick = quick or _preset(list(spec.argv)) == "quick"
+        stored = _read_json(folder / "config.json") or {}
+        if now != "missing" and (stored.get("args", {}).get("preset") == "quick") != declared_quick:
+            raise ReportError(f"{folder} holds a run {'of' if not declared_quick else 'not of'} a quick preset, but the "
+                              f"report {'does not make' if not declared_quick else 'makes'} it so; move it away or "
+                              "choose another --runs (nothing was deleted)")
         if now == "finished":
             _log.info("reusing %s", folder)
             done[spec.folder] = "reused"

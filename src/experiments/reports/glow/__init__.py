@@ -40,7 +40,8 @@ RUNS = tuple(spec for name, (_, flags) in SETTINGS.items()
                                 in_quick=name == "digits"))
 
 #: Numerals the prose quotes that are not results (see experiments.reports.common.quoted).
-QUOTED = {"32": "paper: Glow steps per level", "512": "paper: coupling width", "500": "paper: training epochs",
+QUOTED = {"17": "setting: grey levels of the digits", "256": "setting: grey levels of Fashion-MNIST",
+          "32": "paper: Glow steps per level", "512": "paper: coupling width", "500": "paper: training epochs",
           "0.01": "paper: the affine scale's epsilon", "44": "paper: millions of parameters"}
 
 

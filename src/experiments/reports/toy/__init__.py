@@ -66,7 +66,10 @@ QUOTED = {
     "0.5": "paper: the bounded affine scale's offset and factor",
     "56": "paper: the affine flow's NaN step on CelebA",
     "143": "paper: the bounded affine flow's NaN step on CelebA",
-    "1/64": "paper: the attack's ball radius on CelebA",
+    "64": "paper: the attack's ball radius on CelebA, 1/64",
+    "10,000": "paper: the toy regression's points",
+    "40,000": "paper: the toy regression's steps",
+    "50,000": "paper: the checkerboard flows' steps",
 }
 
 
