@@ -12,11 +12,13 @@ Usage::
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any
 
-from ..common import (INVERTIBLE, NON_INVERTIBLE, Claim, Criterion, Judgement, Page, Report, RunRecord, Runs,
-                      find_stored, fmt, judge, minutes, num, relative_of, seeded, table)
+from ..common import (INVERTIBLE, NON_INVERTIBLE, Claim, ClaimSet, Criterion, Judgement, Page, Report,
+                      RunRecord, Runs, by_setting, find_stored, fmt, judge, minutes, num, relative_of, seeded,
+                      table)
 from ..ood import ZOO, ZOO_QUICK
 
 __all__ = ["QUOTED", "REPORT", "SEEDS", "SETTINGS", "main", "verdict"]
@@ -51,33 +53,26 @@ def verdict(m: Mapping[str, Any]) -> Judgement:
 
 
 def claims(runs: Sequence[RunRecord], where: str) -> list[Claim]:
-    breaks, holds, later = Criterion.verdict(NON_INVERTIBLE), Criterion.verdict(INVERTIBLE), Criterion.stated()
-    obs: dict[str, list[Any]] = {"breaks": [], "holds": [], "later": []}
+    found = ClaimSet({"attack-breaks-affine": Criterion.verdict(NON_INVERTIBLE),
+                      "attack-bounded-later": Criterion.stated(),
+                      "attack-residual-holds": Criterion.verdict(INVERTIBLE)}, where)
     for run in runs:
         models = run.metrics.get("models", {})
-        at = (run.name, run.seed, run.demo)
-        affine = next((m for n, m in models.items() if n.startswith("affine")), None)
-        bounded = next((m for n, m in models.items() if n.startswith("bounded")), None)
-        residual = next((m for n, m in models.items() if "Residual" in n), None)
-        if affine is not None:
-            step = int(num(affine.get("first_nonfinite_step", -1)))
-            judgement = verdict(affine)
-            if step == 0:  # the random start broke it, not the ascent
-                obs["breaks"].append(breaks.observe(*at, affine.get("growth_max"), False,
-                                                    f"seed {run.seed}: non-finite at step 0, the random start"))
-            else:
-                obs["breaks"].append(breaks.judged(*at, judgement, value=affine.get("growth_max")))
-            if bounded is not None:
-                a_step, b_step = step, int(num(bounded.get("first_nonfinite_step", -1)))
-                obs["later"].append(later.observe(*at, b_step, holds=a_step >= 0 and (b_step < 0 or b_step > a_step)
-                                                  if a_step >= 0 else None,
-                                                  note="" if a_step >= 0 else
-                                                  f"seed {run.seed}: the affine Glow did not break"))
+        affine, bounded, residual = (next((m for n, m in models.items() if test(n)), None) for test in (
+            lambda n: n.startswith("affine"), lambda n: n.startswith("bounded"), lambda n: "Residual" in n))
+        step = -1 if affine is None else int(num(affine.get("first_nonfinite_step", -1)))
+        if affine is not None and step == 0:  # the random start broke it, not the ascent
+            found.observe("attack-breaks-affine", run, affine.get("growth_max"), False,
+                          f"seed {run.seed}: non-finite at step 0, the random start")
+        elif affine is not None:
+            found.judged("attack-breaks-affine", run, verdict(affine), value=affine.get("growth_max"))
+        if affine is not None and bounded is not None:
+            later = int(num(bounded.get("first_nonfinite_step", -1)))
+            found.observe("attack-bounded-later", run, later, (later < 0 or later > step) if step >= 0 else None,
+                          "" if step >= 0 else f"seed {run.seed}: the affine Glow did not break")
         if residual is not None:
-            obs["holds"].append(holds.judged(*at, verdict(residual), value=residual.get("growth_max")))
-    return [Claim("attack-breaks-affine", breaks, obs["breaks"], where),
-            Claim("attack-bounded-later", later, obs["later"], where),
-            Claim("attack-residual-holds", holds, obs["holds"], where)]
+            found.judged("attack-residual-holds", run, verdict(residual), value=residual.get("growth_max"))
+    return found.claims()
 
 
 def section(runs: Sequence[RunRecord], page: Page, setting: str) -> None:
@@ -99,8 +94,8 @@ def section(runs: Sequence[RunRecord], page: Page, setting: str) -> None:
             slug = "".join(c if c.isalnum() else "_" for c in name.lower()).strip("_")
             source = first.path / "plots" / f"attack_{slug}.png"
             if source.is_file():
-                figures.append((f"{name}: attacked inputs (the worst iterate per image) / reconstructions / "
-                                "|difference|", page.figures.copy(source, f"{setting}_attack_{slug}.png")))
+                caption = f"{name}: attacked inputs (the worst iterate per image) / reconstructions / |difference|"
+                figures.append((caption, page.figures.copy(source, f"{setting}_attack_{slug}.png")))
     page.fragment("setting", title=SETTINGS[setting][0], runs=len(runs), finished=len(done),
                   seeds=[r.seed for r in done], command=first.command if first else "",
                   config=first.args if first else {},
@@ -110,12 +105,8 @@ def section(runs: Sequence[RunRecord], page: Page, setting: str) -> None:
 
 
 def write(runs: Runs, page: Page) -> None:
-    settings = [s for s in SETTINGS if runs.setting(s)]
-    page.claims([c for s in settings for c in claims(runs.group(f"attack/{s}"), f"{s} setting")])
-    page.fragment("intro")
-    for setting in settings:
-        section(runs.group(f"attack/{setting}", finished=False), page, setting)
-    page.fragment("pretrained")
+    by_setting(runs, page, list(SETTINGS), lambda setting: f"attack/{setting}",
+               lambda found, where, setting: claims(found, where), section, outro="pretrained")
 
 
 REPORT = Report(name="attack", title="The invertibility attack on image flows (PAPER.md 2.4)", runs=RUNS,

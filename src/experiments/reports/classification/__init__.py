@@ -17,7 +17,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from ...classification.readme_runs import ALL_RUNS
-from ..common import Page, Report, RunSpec, Runs, seeded
+from ..common import Page, Report, Runs, RunSpec, seeded
 from . import claims as claim_rules
 from . import section
 
@@ -76,7 +76,6 @@ QUOTED = {
     "1438": "setting: training images of the embedded digits",
     "359": "setting: test images of the embedded digits",
     "64": "setting: dimensions of an 8x8 digit; hidden channels of the flow",
-    "3072": "paper: dimensions of a CIFAR-10 image",
     "0.36": "setting: millions of flow parameters",
     "128": "setting: the fixed test batch",
     "200": "paper: CIFAR-10 training epochs",

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import math
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 from ..common import (INVERTIBLE, NON_INVERTIBLE, Claim, Criterion, Judgement, RunRecord, Runs, combine,
                       find_stored, judge, num, spread)

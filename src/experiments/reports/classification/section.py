@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -44,7 +44,7 @@ def regularizer(flags: Sequence[str]) -> str:
 
 def _curve(run: RunRecord, name: str, x: str, y: str) -> tuple[np.ndarray, np.ndarray]:
     pairs = [(float(r[x]), float(r[y])) for r in run.csv(name) if r.get(x, "") != "" and r.get(y, "") != ""]
-    xs, ys = zip(*pairs) if pairs else ((), ())
+    xs, ys = zip(*pairs, strict=True) if pairs else ((), ())
     return np.asarray(xs, dtype=float), np.asarray(ys, dtype=float)
 
 
@@ -98,8 +98,9 @@ def _figures(runs: Runs, page: Page, setting: str, configs: Sequence[str], pictu
         panels = {"max reconstruction error, fixed test batch": recon,
                   "kappa of J_F (float64, worst of the measured test images)": cond, "test accuracy": acc}
         links.append(page.figures.draw(
-            lambda path: line_panels(panels, path, xlabel="iteration (accuracy: epochs)", logy=[True, True, False],
-                                     title=f"{setting}, {family} mixing (first seed)"),
+            lambda path, panels=panels, family=family: line_panels(
+                panels, path, xlabel="iteration (accuracy: epochs)", logy=[True, True, False],
+                title=f"{setting}, {family} mixing (first seed)"),
             f"{setting}_{family}.png"))
     for config in pictures:
         group = _group(runs, setting, config)

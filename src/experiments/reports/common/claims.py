@@ -29,16 +29,19 @@ Example:
 
 from __future__ import annotations
 
+import math
 import re
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any
 
 from .invertibility import Judgement
 from .numbers import fmt, num, spread
 from .tables import table
 
-__all__ = ["MIN_SEEDS", "Claim", "ClaimText", "Criterion", "Observation", "Verdict", "claims_table", "load_texts"]
+__all__ = ["MIN_SEEDS", "Claim", "ClaimSet", "ClaimText", "Criterion", "Observation", "Verdict", "claims_table",
+           "load_texts"]
 
 #: The fewest seeds on which a claim can be called reproduced (or refuted).
 MIN_SEEDS = 3
@@ -77,19 +80,19 @@ class Criterion:
     label: str | None = None
 
     @classmethod
-    def at_least(cls, threshold: float, unit: str = "") -> "Criterion":
+    def at_least(cls, threshold: float, unit: str = "") -> Criterion:
         return cls(f">= {fmt(threshold)}{unit}", lambda v: v >= threshold, unit)
 
     @classmethod
-    def above(cls, threshold: float, unit: str = "") -> "Criterion":
+    def above(cls, threshold: float, unit: str = "") -> Criterion:
         return cls(f"> {fmt(threshold)}{unit}", lambda v: v > threshold, unit)
 
     @classmethod
-    def below(cls, threshold: float, unit: str = "") -> "Criterion":
+    def below(cls, threshold: float, unit: str = "") -> Criterion:
         return cls(f"< {fmt(threshold)}{unit}", lambda v: v < threshold, unit)
 
     @classmethod
-    def verdict(cls, label: str) -> "Criterion":
+    def verdict(cls, label: str) -> Criterion:
         """The run's model is ``label`` (``"invertible"`` or ``"non-invertible"``) by the library's verdict;
         :meth:`judged` makes the observations."""
         from invertible.diagnostics import NONINVERTIBLE_RTOL
@@ -98,7 +101,7 @@ class Criterion:
                    label)
 
     @classmethod
-    def stated(cls) -> "Criterion":
+    def stated(cls) -> Criterion:
         """A decision the report takes from several numbers, described wholly by the claim's ``measure`` text."""
         return cls("", None, "")
 
@@ -107,7 +110,7 @@ class Criterion:
         """One run's observation; ``holds`` defaults to the criterion's test of ``value`` (None: undetermined
         when there is no finite-or-infinite value)."""
         x = None if value is None else num(value)
-        if holds is None and self.test is not None and x is not None and x == x:
+        if holds is None and self.test is not None and x is not None and not math.isnan(x):
             holds = bool(self.test(x))
         return Observation(run, seed, demo, x, holds, note)
 
@@ -211,6 +214,32 @@ def _summary(group: Sequence[Observation], unit: str) -> str:
         text += (f"; {fmt(median)}{unit}" if len(values) == 1 else
                  f"; median {fmt(median)}{unit} ({fmt(low)} to {fmt(high)}{unit})")
     return text
+
+
+class ClaimSet:
+    """The claims of one page section, gathered run by run: ``criteria`` maps each claim id to its criterion;
+    :meth:`observe` and :meth:`judged` add one run's observation (the run gives the seed and whether it is a
+    demonstration); :meth:`claims` returns every claim, in the order of ``criteria``, also those no run observed.
+
+    >>> found = ClaimSet({"c": Criterion.at_least(100)}, where="cpu")
+    >>> class Run: name, seed, demo = "r", 0, False
+    >>> found.observe("c", Run, 300.0)
+    >>> [(c.id, c.where, len(c.observations)) for c in found.claims()]
+    [('c', 'cpu', 1)]
+    """
+
+    def __init__(self, criteria: Mapping[str, Criterion], where: str = "") -> None:
+        self.criteria, self.where = dict(criteria), where
+        self._found: dict[str, list[Observation]] = {k: [] for k in criteria}
+
+    def observe(self, claim: str, run: Any, value: Any, holds: bool | None = None, note: str = "") -> None:
+        self._found[claim].append(self.criteria[claim].observe(run.name, run.seed, run.demo, value, holds, note))
+
+    def judged(self, claim: str, run: Any, judgement: Judgement, value: Any = None, note: str = "") -> None:
+        self._found[claim].append(self.criteria[claim].judged(run.name, run.seed, run.demo, judgement, value, note))
+
+    def claims(self) -> list[Claim]:
+        return [Claim(k, self.criteria[k], tuple(v), self.where) for k, v in self._found.items()]
 
 
 _HEADING = re.compile(r"^##\s+(\S+)\s*$")

@@ -9,8 +9,8 @@ Pillow writes no time stamp, so equal inputs give byte-identical files.
 from __future__ import annotations
 
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 __all__ = ["Figures"]
 
@@ -25,7 +25,8 @@ class Figures:
     def remove_stale(self) -> list[Path]:
         """Delete the PNG files of the folder this page no longer links (figures of runs or settings it dropped);
         returns them. Only ``*.png`` directly generated into this page's own folder are touched."""
-        stale = [p for p in sorted(self.folder.rglob("*.png")) if p not in self.written] if self.folder.is_dir() else []
+        found = sorted(self.folder.rglob("*.png")) if self.folder.is_dir() else []
+        stale = [p for p in found if p not in self.written]
         for path in stale:
             path.unlink()
         return stale

@@ -28,8 +28,9 @@ Example:
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -38,8 +39,20 @@ from invertible.diagnostics import NONINVERTIBLE_RTOL, judge_reconstructions
 
 from .numbers import fmt, num, percent
 
-__all__ = ["INVERTIBLE", "Judgement", "NON_INVERTIBLE", "RELATIVE_KEYS", "UNDETERMINED", "VERDICT_KEYS", "combine",
-           "find_stored", "judge", "judge_errors", "relative_of", "stored"]
+__all__ = [
+    "INVERTIBLE",
+    "NON_INVERTIBLE",
+    "RELATIVE_KEYS",
+    "UNDETERMINED",
+    "VERDICT_KEYS",
+    "Judgement",
+    "combine",
+    "find_stored",
+    "judge",
+    "judge_errors",
+    "relative_of",
+    "stored",
+]
 
 INVERTIBLE, NON_INVERTIBLE, UNDETERMINED = "invertible", "non-invertible", "undetermined"
 #: Keys under which a study may store ``InvertibilityVerdict.to_dict()`` (read in this order).

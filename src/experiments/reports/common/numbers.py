@@ -16,7 +16,8 @@ Example:
 from __future__ import annotations
 
 import math
-from typing import Any, Iterable
+from collections.abc import Iterable
+from typing import Any
 
 __all__ = ["fmt", "minutes", "num", "percent", "spread"]
 

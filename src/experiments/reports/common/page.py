@@ -9,8 +9,9 @@ the same bytes.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 from invertible.diagnostics import NONINVERTIBLE_RTOL
 

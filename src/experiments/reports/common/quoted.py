@@ -9,11 +9,11 @@ quote a number a rerun can change. The rule, precisely: after removing what is n
 - references into the paper or its notes: ``section 2.3``, ``sections 2.3 and 2.4``, ``claim 7``, ``PAPER.md 2.7``,
   ``Figure 3``, ``Table 1``, ``eq. 4``;
 
-every numeral left (``7``, ``0.5``, ``1e-5``, ``3.1e-2``, ``10,000``) must be a whole number from ``0`` to ``10`` (counts in
-the design: "2-D", "9 round trips", "3 seeds"), or be declared by the page as a constant of the paper or of a
-setting: the page's ``QUOTED`` maps each such numeral, as written (``"10,000"``, ``"64"`` of ``1/64``), to the reason
-it is not a result (e.g. ``"56": "paper: the affine flow's NaN step on CelebA"``). Anything else is a number quoted
-from a run and is reported.
+every numeral left (``7``, ``0.5``, ``1e-5``, ``3.1e-2``, ``10,000``) must be a whole number from ``0`` to ``10``
+(counts in the design: "2-D", "9 round trips", "3 seeds"), or be declared by the page as a constant of the paper
+or of a setting: the page's ``QUOTED`` maps each such numeral, as written (``"10,000"``, ``"64"`` of ``1/64``), to
+the reason it is not a result (e.g. ``"56": "paper: the affine flow's NaN step on CelebA"``). Anything else is a
+number quoted from a run and is reported.
 
 In Python modules every string literal is prose except: a literal that is one numeral or one flag (an argv
 element such as ``"1e-4"`` or ``"--lr"``), the format specification of an f-string, and doctest examples (lines
@@ -30,17 +30,17 @@ from __future__ import annotations
 
 import ast
 import re
+from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import Iterable, Iterator
 
 __all__ = ["quoted_numbers", "scan_markdown", "scan_python"]
 
-_TEMPLATE = re.compile(r"\{\{.*?\}\}|\{%.*?%\}|\{#.*?#\}", re.S)
-_FENCE = re.compile(r"^```.*?^```", re.S | re.M)
+_TEMPLATE = re.compile(r"\{\{.*?\}\}|\{%.*?%\}|\{#.*?#\}", re.DOTALL)
+_FENCE = re.compile(r"^```.*?^```", re.DOTALL | re.MULTILINE)
 _CODE = re.compile(r"``[^`\n]*``|`[^`\n]*`")
 _LINK = re.compile(r"\]\([^)]*\)")
 _REF = re.compile(r"\b(?:sections?|claims?|PAPER\.md|Figures?|Fig\.|Tables?|eq\.|Appendix|§)\s*"
-                  r"\d+(?:\.\d+)*(?:\s*(?:,|and|-|to)\s*\d+(?:\.\d+)*)*", re.I)
+                  r"\d+(?:\.\d+)*(?:\s*(?:,|and|-|to)\s*\d+(?:\.\d+)*)*", re.IGNORECASE)
 _NUMERAL = re.compile(r"(?<![\w.])(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?(?:[eE][-+]?\d+)?(?![\w])")
 _LONE = re.compile(r"^\s*(?:[-+]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][-+]?\d+)?|--?[A-Za-z][\w-]*)\s*$")
 

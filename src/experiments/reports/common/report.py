@@ -20,18 +20,36 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, NoReturn, Sequence
+from typing import NoReturn
 
 from .figures import Figures
 from .fragments import Fragments
+from .claims import Claim
 from .page import Page
-from .runs import ReportError, RunSpec, Runs, make_runs, state
+from .runs import ReportError, RunRecord, Runs, RunSpec, make_runs, state
 
-__all__ = ["DEFAULT_ROOT", "Report"]
+__all__ = ["DEFAULT_ROOT", "Report", "by_setting"]
 
 DEFAULT_ROOT = Path("runs/reports")
+
+
+def by_setting(runs: Runs, page: Page, settings: Sequence[str], group: Callable[[str], str],
+               claims: Callable[[list[RunRecord], str, str], list[Claim]],
+               section: Callable[[list[RunRecord], Page, str], None], *, intro: str = "intro",
+               outro: str | None = None) -> None:
+    """The usual page: the claims of every setting with runs (``claims(finished runs, "<setting> setting",
+    setting)``), the ``intro`` fragment, one section per setting (``section(declared runs, page, setting)``), and
+    the ``outro`` fragment; ``group(setting)`` names the setting's claim group."""
+    chosen = [s for s in settings if runs.setting(s)]
+    page.claims([c for s in chosen for c in claims(runs.group(group(s)), f"{s} setting", s)])
+    page.fragment(intro)
+    for setting in chosen:
+        section(runs.group(group(setting), finished=False), page, setting)
+    if outro is not None:
+        page.fragment(outro)
 
 
 @dataclass(frozen=True)
@@ -113,8 +131,8 @@ class Report:
         if args.quick and args.report_only:
             parser.error("--quick makes runs and --report-only makes none: choose one")
         if args.quick and (args.runs == DEFAULT_ROOT or args.out == self.parser().get_default("out")):
-            parser.error(f"--quick needs its own --runs and --out (not {DEFAULT_ROOT} and docs/results): quick-preset "
-                         "runs must not mix with the real runs or overwrite the real page")
+            parser.error(f"--quick needs its own --runs and --out (not {DEFAULT_ROOT} and docs/results): "
+                         "quick-preset runs must not mix with the real runs or overwrite the real page")
         settings = args.settings or list(self.default_settings or self.settings)
         specs = [s for s in self.runs if s.setting in settings and (args.quick or not s.quick_only)]
         if args.list:

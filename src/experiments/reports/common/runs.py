@@ -23,10 +23,11 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
-from typing import Any, Iterable, Iterator, Sequence
+from typing import Any
 
 from ...common.runs import read_csv
 
@@ -105,8 +106,8 @@ def seeded(study: str, folder: str, argv: Sequence[str] = (), *, seeds: Iterable
            in_quick: bool = True, **fields: Any) -> list[RunSpec]:
     """The same run once per seed, in ``<folder>/seed=<s>``, all in the claim group ``folder``; ``--quick`` makes
     the first ``quick_seeds`` of them (if ``in_quick``)."""
-    return [RunSpec(study, f"{folder}/seed={s}", tuple(argv), seed=s, group=folder, in_quick=in_quick and i < quick_seeds,
-                    **fields) for i, s in enumerate(seeds)]
+    return [RunSpec(study, f"{folder}/seed={s}", tuple(argv), seed=s, group=folder,
+                    in_quick=in_quick and i < quick_seeds, **fields) for i, s in enumerate(seeds)]
 
 
 def _read_json(path: Path) -> dict[str, Any] | None:
@@ -139,9 +140,9 @@ def make_runs(specs: Sequence[RunSpec], root: Path, *, quick: bool = False) -> d
         declared_quick = quick or _preset(list(spec.argv)) == "quick"
         stored = _read_json(folder / "config.json") or {}
         if now != "missing" and (stored.get("args", {}).get("preset") == "quick") != declared_quick:
-            raise ReportError(f"{folder} holds a run {'of' if not declared_quick else 'not of'} a quick preset, but the "
-                              f"report {'does not make' if not declared_quick else 'makes'} it so; move it away or "
-                              "choose another --runs (nothing was deleted)")
+            held, made = ("of", "does not make") if not declared_quick else ("not of", "makes")
+            raise ReportError(f"{folder} holds a run {held} a quick preset, but the report {made} it so; move it "
+                              "away or choose another --runs (nothing was deleted)")
         if now == "finished":
             _log.info("reusing %s", folder)
             done[spec.folder] = "reused"
@@ -256,7 +257,8 @@ class Runs:
         """The runs of a claim group (the seeds of one configuration), finished ones only unless asked."""
         found = [r for r in self if r.spec.group == group and (r.finished or not finished)]
         if not any(r.spec.group == group for r in self):
-            raise KeyError(f"no run group {group!r}; the groups are {', '.join(dict.fromkeys(r.spec.group for r in self))}")
+            groups = ", ".join(dict.fromkeys(r.spec.group for r in self))
+            raise KeyError(f"no run group {group!r}; the groups are {groups}")
         return found
 
     def setting(self, setting: str) -> list[RunRecord]:

@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from typing import Mapping, Sequence
+from collections.abc import Mapping, Sequence
 
 from .invertibility import Judgement, combine, judge, relative_of
 from .numbers import fmt, num, percent

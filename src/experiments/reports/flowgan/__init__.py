@@ -14,20 +14,23 @@ Usage::
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 from ...common.plots import plot_csv
-from ..common import (NON_INVERTIBLE, Claim, Criterion, Page, Report, RunRecord, Runs, combine, fmt, minutes, num,
-                      percent, seeded, table)
-from ..common.stability import SETS, last, last_snapshot_table, over_training_table, set_verdict, snapshots
+from ...common.study import load
+from ..common import (NON_INVERTIBLE, Claim, ClaimSet, Criterion, Page, Report, RunRecord, Runs, by_setting,
+                      combine, fmt, minutes, num, percent, seeded, table)
+from ..common.stability import last_snapshot_table, over_training_table, set_verdict, snapshots
 
 __all__ = ["QUOTED", "REPORT", "SEEDS", "main"]
 
 SEEDS = (0, 1, 2)
 #: A mitigation must keep the largest kappa this many times below the pure GAN's.
 MITIGATION_FACTOR = 10.0
-_QUICK = ("--classifier-epochs", "1", "--analysis-samples", "8", "--fd-samples", "32")
+_QUICK = ("--variants", "gan", "gan+mle1e-3", "--classifier-epochs", "1", "--analysis-samples", "8",
+          "--fd-samples", "32", "--jacobian-samples", "1")
 
 #: Setting -> (title, flags of python -m experiments.flowgan).
 SETTINGS: dict[str, tuple[str, list[str]]] = {
@@ -62,31 +65,35 @@ def _over_training(rows: Sequence[Any], variant: str) -> Any:
     return combine(parts) if parts else None
 
 
-def claims(runs: Sequence[RunRecord], where: str) -> list[Claim]:
-    """The pure GAN's verdict, and per mitigating variant whether it keeps kappa far below the pure GAN's."""
-    broken, mitigates = Criterion.verdict(NON_INVERTIBLE), Criterion.at_least(MITIGATION_FACTOR, "x")
-    gan: list[Any] = []
-    variants: dict[str, list[Any]] = {}
-    for run in runs:
-        rows, names = run.csv("analysis.csv"), run.args.get("variants", [])
-        at = (run.name, run.seed, run.demo)
-        if "gan" not in names:
-            continue
+def declared_variants(setting: str) -> list[str]:
+    """The variants a setting's runs train: its ``--variants``, else the study's default."""
+    flags = SETTINGS[setting][1]
+    if "--variants" in flags:
+        rest = flags[flags.index("--variants") + 1:]
+        return rest[: next((i for i, f in enumerate(rest) if f.startswith("--")), len(rest))]
+    return list(load("flowgan").build_parser().get_default("variants"))
+
+
+def claims(runs: Sequence[RunRecord], where: str, declared: Sequence[str]) -> list[Claim]:
+    """The pure GAN's verdict, and per mitigating variant (of those ``declared``) whether it keeps kappa far
+    below the pure GAN's."""
+    mitigating = [v for v in declared if v != "gan"]
+    found = ClaimSet({"flowgan-non-invertible": Criterion.verdict(NON_INVERTIBLE),
+                      **{v: Criterion.at_least(MITIGATION_FACTOR, "x") for v in mitigating}}, where)
+    for run in (r for r in runs if "gan" in r.args.get("variants", [])):
+        rows = run.csv("analysis.csv")
         judgement = _over_training(rows, "gan")
         if judgement is not None:
-            gan.append(broken.judged(*at, judgement, value=_kappa_max(rows, "gan")))
-        for variant in (v for v in names if v != "gan"):
+            found.judged("flowgan-non-invertible", run, judgement, value=_kappa_max(rows, "gan"))
+        for variant in (v for v in run.args.get("variants", []) if v in mitigating):
             ratio = _kappa_max(rows, "gan") / _kappa_max(rows, variant)
             fewer = not _nonfinite_samples(rows, variant) > _nonfinite_samples(rows, "gan")
-            note = "" if fewer else f"seed {run.seed}: more non-finite samples than the pure GAN"
-            variants.setdefault(variant, []).append(mitigates.observe(
-                *at, ratio, holds=None if math.isnan(ratio) else bool(ratio >= MITIGATION_FACTOR and fewer),
-                note=note))
-    out = [Claim("flowgan-non-invertible", broken, gan, where)]
-    for variant, obs in variants.items():
-        kind = "flowgan-mle-mitigates" if "mle" in variant else "flowgan-maxscale-mitigates"
-        out.append(Claim(kind, mitigates, obs, f"`{variant}`, {where}"))
-    return out
+            holds = None if math.isnan(ratio) else bool(ratio >= MITIGATION_FACTOR and fewer)
+            found.observe(variant, run, ratio, holds,
+                          "" if fewer else f"seed {run.seed}: more non-finite samples than the pure GAN")
+    out = found.claims()
+    return [out[0], *(Claim("flowgan-mle-mitigates" if "mle" in c.id else "flowgan-maxscale-mitigates",
+                            c.criterion, c.observations, f"`{c.id}`, {where}") for c in out[1:])]
 
 
 def section(runs: Sequence[RunRecord], page: Page, setting: str) -> None:
@@ -115,8 +122,9 @@ def section(runs: Sequence[RunRecord], page: Page, setting: str) -> None:
             figures[name] = page.figures.copy(first.path / "plots" / f"{name}.png", f"{setting}_{name}.png")
         for v in variants:
             step = max(int(num(r["step"])) for r in first.csv(f"models/{v}/eval_log.csv"))
-            figures[f"samples_{v}"] = page.figures.copy(first.path / "models" / v / "plots" / f"samples_{step:06d}.png",
-                                                        f"{setting}_samples_{v.replace('+', '_')}.png", width=450)
+            source = first.path / "models" / v / "plots" / f"samples_{step:06d}.png"
+            figures[f"samples_{v}"] = page.figures.copy(source, f"{setting}_samples_{v.replace('+', '_')}.png",
+                                                        width=450)
     rows = first.csv("analysis.csv") if first else []
     page.fragment("setting", title=SETTINGS[setting][0], runs=len(runs), finished=len(done),
                   seeds=[r.seed for r in done], command=first.command if first else "",
@@ -133,12 +141,9 @@ def section(runs: Sequence[RunRecord], page: Page, setting: str) -> None:
 
 
 def write(runs: Runs, page: Page) -> None:
-    settings = [s for s in SETTINGS if runs.setting(s)]
-    page.claims([c for s in settings for c in claims(runs.group(f"flowgan/{s}"), f"{s} setting")])
-    page.fragment("intro")
-    for setting in settings:
-        section(runs.group(f"flowgan/{setting}", finished=False), page, setting)
-    page.fragment("discussion")
+    by_setting(runs, page, list(SETTINGS), lambda setting: f"flowgan/{setting}",
+               lambda found, where, setting: claims(found, where, declared_variants(setting)), section,
+               outro="discussion")
 
 
 REPORT = Report(name="flowgan",

@@ -15,11 +15,12 @@ Usage::
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
-from ..common import (INVERTIBLE, NON_INVERTIBLE, Claim, Criterion, Page, Report, RunRecord, Runs, fmt, minutes,
-                      num, percent, seeded, table)
+from ..common import (INVERTIBLE, NON_INVERTIBLE, Claim, ClaimSet, Criterion, Page, Report, RunRecord, Runs,
+                      by_setting, fmt, minutes, num, percent, seeded, table)
 from ..common.stability import (OFF_DATA, SETS, last, last_snapshot_table, over_training_table, snapshots,
                                 verdict_off_data)
 
@@ -33,7 +34,8 @@ _QUICK = ("--epochs", "1", "--eval-every", "10", "--analysis-samples", "8", "--j
 #: Setting -> (title, flags of python -m experiments.glow).
 SETTINGS: dict[str, tuple[str, list[str]]] = {
     "digits": ("embedded digits (8x8, 17 grey levels), the study's default", []),
-    "fashion": ("Fashion-MNIST (28x28, 256 grey levels), OOD set MNIST-family digits", ["--dataset", "fashion-mnist"]),
+    "fashion": ("Fashion-MNIST (28x28, 256 grey levels), OOD set MNIST-family digits",
+                ["--dataset", "fashion-mnist"]),
 }
 RUNS = tuple(spec for name, (_, flags) in SETTINGS.items()
              for spec in seeded("glow", f"glow/{name}", flags, seeds=SEEDS, setting=name, quick=_QUICK,
@@ -42,7 +44,7 @@ RUNS = tuple(spec for name, (_, flags) in SETTINGS.items()
 #: Numerals the prose quotes that are not results (see experiments.reports.common.quoted).
 QUOTED = {"17": "setting: grey levels of the digits", "256": "setting: grey levels of Fashion-MNIST",
           "32": "paper: Glow steps per level", "512": "paper: coupling width", "500": "paper: training epochs",
-          "0.01": "paper: the affine scale's epsilon", "44": "paper: millions of parameters"}
+          "44": "paper: millions of parameters"}
 
 
 def _affine(models: Sequence[str]) -> list[str]:
@@ -57,27 +59,24 @@ def _growth(rows: Sequence[Any], model: str, name: str) -> float:
 
 
 def claims(runs: Sequence[RunRecord], where: str) -> list[Claim]:
-    samples, off, stays, growth = (Criterion.above(0), Criterion.verdict(NON_INVERTIBLE),
-                                   Criterion.verdict(INVERTIBLE), Criterion.at_least(GROWTH_FACTOR, "x"))
-    obs: dict[str, list[Any]] = {k: [] for k in ("samples", "off", "stays", "growth")}
+    found = ClaimSet({"glow-nonfinite-samples": Criterion.above(0),
+                      "glow-affine-off-data": Criterion.verdict(NON_INVERTIBLE),
+                      "glow-additive-invertible": Criterion.verdict(INVERTIBLE),
+                      "glow-kappa-growth": Criterion.at_least(GROWTH_FACTOR, "x")}, where)
     for run in runs:
         rows, models = run.csv("analysis.csv"), run.args.get("models", [])
-        at = (run.name, run.seed, run.demo)
-        for model in _affine(models):
-            shares = [num(r["input_nonfinite"]) for r in rows if r["model"] == model and r["set"] == "samples"]
-            obs["samples"].append(samples.observe(*at, max(shares, default=math.nan)))
-            obs["off"].append(off.judged(*at, verdict_off_data(last(rows, model))))
-            if "additive" in models:
-                ratios = [_growth(rows, model, s) / _growth(rows, "additive", s) for s in OFF_DATA]
-                ratios = [x for x in ratios if not math.isnan(x)]
-                obs["growth"].append(growth.observe(*at, max(ratios, default=math.nan)))
-            break  # the first affine model is the paper's
+        affine = next(iter(_affine(models)), None)  # the first affine model is the paper's
+        if affine is not None:
+            shares = [num(r["input_nonfinite"]) for r in rows if r["model"] == affine and r["set"] == "samples"]
+            found.observe("glow-nonfinite-samples", run, max(shares, default=math.nan))
+            found.judged("glow-affine-off-data", run, verdict_off_data(last(rows, affine)))
         if "additive" in models:
-            obs["stays"].append(stays.judged(*at, verdict_off_data(last(rows, "additive"), SETS)))
-    return [Claim("glow-nonfinite-samples", samples, obs["samples"], where),
-            Claim("glow-affine-off-data", off, obs["off"], where),
-            Claim("glow-additive-invertible", stays, obs["stays"], where),
-            Claim("glow-kappa-growth", growth, obs["growth"], where)]
+            found.judged("glow-additive-invertible", run, verdict_off_data(last(rows, "additive"), SETS))
+            if affine is not None:
+                ratios = [_growth(rows, affine, s) / _growth(rows, "additive", s) for s in OFF_DATA]
+                found.observe("glow-kappa-growth", run, max((x for x in ratios if not math.isnan(x)),
+                                                            default=math.nan))
+    return found.claims()
 
 
 def section(runs: Sequence[RunRecord], page: Page, setting: str) -> None:
@@ -111,14 +110,12 @@ def section(runs: Sequence[RunRecord], page: Page, setting: str) -> None:
 
 
 def write(runs: Runs, page: Page) -> None:
-    settings = [s for s in SETTINGS if runs.setting(s)]
-    page.claims([c for s in settings for c in claims(runs.group(f"glow/{s}"), f"{s} setting")])
-    page.fragment("intro")
-    for setting in settings:
-        section(runs.group(f"glow/{setting}", finished=False), page, setting)
-    page.fragment("discussion")
+    by_setting(runs, page, list(SETTINGS), lambda setting: f"glow/{setting}",
+               lambda found, where, setting: claims(found, where), section, outro="discussion")
 
 
-REPORT = Report(name="glow", title="Glow maximum likelihood: affine against additive couplings, stability over training",
-                runs=RUNS, write=write, folder=Path(__file__).parent, description=__doc__, default_settings=("digits",))
+REPORT = Report(name="glow",
+                title="Glow maximum likelihood: affine against additive couplings, stability over training",
+                runs=RUNS, write=write, folder=Path(__file__).parent, description=__doc__,
+                default_settings=("digits",))
 main = REPORT.main

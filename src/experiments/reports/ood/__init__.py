@@ -14,11 +14,13 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
-from ..common import (INVERTIBLE, NON_INVERTIBLE, Claim, Criterion, Judgement, Page, Report, RunRecord, RunSpec,
-                      Runs, combine, find_stored, fmt, judge, minutes, num, percent, relative_of, seeded, table)
+from ..common import (INVERTIBLE, NON_INVERTIBLE, Claim, ClaimSet, Criterion, Judgement, Page, Report,
+                      RunRecord, Runs, RunSpec, combine, find_stored, fmt, judge, minutes, num, percent,
+                      relative_of, seeded, table)
 
 __all__ = ["QUOTED", "REPORT", "SEEDS", "ZOO", "ZOO_QUICK", "main", "verdict"]
 
@@ -35,7 +37,7 @@ RUNS: tuple[RunSpec, ...] = (ZOO_QUICK, *seeded("ood", "ood/digits", ("--zoo-dir
                                                  seeds=SEEDS, setting="digits", quick=_QUICK))
 
 #: Numerals the prose quotes that are not results (see experiments.reports.common.quoted).
-QUOTED = {"32": "paper: CIFAR-10 image side", "3072": "paper: CIFAR-10 dimensions", "64": "setting: digit dimensions",
+QUOTED = {"3072": "paper: CIFAR-10 dimensions", "64": "setting: digit dimensions",
           "17": "setting: grey levels of the digits", "10,000": "paper: images per set"}
 
 
@@ -60,34 +62,31 @@ def _growth(rows: Sequence[dict[str, Any]], model: str) -> float:
     return outside / inside if inside > 0 else math.nan
 
 
-def _ood_verdict(rows: Sequence[dict[str, Any]], model: str, every: bool = False) -> Judgement | None:
+def _ood_verdict(rows: Sequence[dict[str, Any]], model: str, every: bool = False) -> Judgement:
+    """The verdict of one model over the OOD and synthetic sets (or every set)."""
     parts = [verdict(r) for r in rows if r["model"] == model and (every or r["role"] != "in-distribution")]
-    return combine(parts) if parts else None
+    return combine(parts) if parts else judge(None, 0, None, missing="sets")
 
 
 def claims(runs: Sequence[RunRecord]) -> list[Claim]:
-    fails, holds, most = (Criterion.verdict(NON_INVERTIBLE), Criterion.verdict(INVERTIBLE), Criterion.stated())
-    obs: dict[str, list[Any]] = {"fails": [], "holds": [], "most": []}
+    found = ClaimSet({"ood-affine-fails": Criterion.verdict(NON_INVERTIBLE),
+                      "ood-affine-grows-most": Criterion.stated(),
+                      "ood-residual-invertible": Criterion.verdict(INVERTIBLE)})
     for run in runs:
         rows = _rows(run)
         models = list(dict.fromkeys(r["model"] for r in rows))
-        at = (run.name, run.seed, run.demo)
-        affine = [m for m in models if m.startswith("affine")]
-        residual = [m for m in models if "Residual" in m]
+        affine = next((m for m in models if m.startswith("affine")), None)
+        residual = next((m for m in models if "Residual" in m), None)
         others = [m for m in models if "Glow" in m and not m.startswith("affine")]
-        for m in affine[:1]:
-            judgement = _ood_verdict(rows, m)
-            if judgement is not None:
-                obs["fails"].append(fails.judged(*at, judgement, value=_growth(rows, m)))
+        if affine is not None:
+            found.judged("ood-affine-fails", run, _ood_verdict(rows, affine), value=_growth(rows, affine))
             if others:
-                obs["most"].append(most.observe(*at, _growth(rows, m),
-                                                all(_growth(rows, m) > _growth(rows, o) for o in others)))
-        for m in residual[:1]:
-            judgement = _ood_verdict(rows, m, every=True)
-            if judgement is not None:
-                obs["holds"].append(holds.judged(*at, judgement, value=_growth(rows, m)))
-    return [Claim("ood-affine-fails", fails, obs["fails"]), Claim("ood-affine-grows-most", most, obs["most"]),
-            Claim("ood-residual-invertible", holds, obs["holds"])]
+                found.observe("ood-affine-grows-most", run, _growth(rows, affine),
+                              all(_growth(rows, affine) > _growth(rows, o) for o in others))
+        if residual is not None:
+            found.judged("ood-residual-invertible", run, _ood_verdict(rows, residual, every=True),
+                         value=_growth(rows, residual))
+    return found.claims()
 
 
 def _zoo_training(run: RunRecord) -> list[list[str]]:
@@ -122,7 +121,7 @@ def write(runs: Runs, page: Page) -> None:
         r_rows = _rows(run)
         for m in dict.fromkeys(r["model"] for r in r_rows):
             per_seed.append([str(run.seed), m, fmt(_growth(r_rows, m)),
-                             (_ood_verdict(r_rows, m) or judge(None, 0, None)).label])
+                             _ood_verdict(r_rows, m).label])
     figures = []
     if first is not None:
         for name in models:

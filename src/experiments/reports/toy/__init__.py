@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..common import Report, Runs, Page, RunSpec, seeded
+from ..common import Page, Report, Runs, RunSpec, seeded
 from . import attack, checkerboard, regression
 
 __all__ = ["FAR_RADII", "QUOTED", "REPORT", "SEEDS", "main"]
@@ -63,7 +63,6 @@ QUOTED = {
     "200": "paper: couplings of the checkerboard flow; attack steps on CelebA",
     "128": "paper: hidden width of the checkerboard flows",
     "0.8": "paper: the i-ResNet's Lipschitz coefficient",
-    "0.5": "paper: the bounded affine scale's offset and factor",
     "56": "paper: the affine flow's NaN step on CelebA",
     "143": "paper: the bounded affine flow's NaN step on CelebA",
     "64": "paper: the attack's ball radius on CelebA, 1/64",

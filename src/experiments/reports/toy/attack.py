@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Any, Mapping, Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
-from ..common import Claim, Criterion, Judgement, Page, RunRecord, find_stored, fmt, judge, minutes, num, table
+from ..common import (Claim, ClaimSet, Criterion, Judgement, Page, RunRecord, find_stored, fmt, judge,
+                      minutes, num, table)
 
 __all__ = ["breaks", "claims", "section", "verdict"]
 
@@ -31,11 +33,8 @@ def _entries(run: RunRecord, model: str) -> dict[float, Mapping[str, Any]]:
 def claims(runs: Sequence[RunRecord], where: str) -> list[Claim]:
     """The affine flow is broken by the ascent (not by its random start) in a ball where the i-ResNet is not,
     and the bounded affine holds out (is not broken, or from a later step)."""
-    criterion = Criterion.stated()
-    obs = []
-    for run in runs:
-        if not {"affine", "bounded", "iresnet"} <= set(run.args.get("models", [])):
-            continue
+    found = ClaimSet({"attack-breaks-affine": Criterion.stated()}, where)
+    for run in (r for r in runs if {"affine", "bounded", "iresnet"} <= set(r.args.get("models", []))):
         a, b, r = (_entries(run, k) for k in ("affine", "bounded", "iresnet"))
         holds, starts = False, []
         for radius in a:
@@ -43,13 +42,12 @@ def claims(runs: Sequence[RunRecord], where: str) -> list[Claim]:
             if a0:
                 starts.append(fmt(radius))
                 continue
-            later = not bb or num(b[radius].get("first_nonfinite_step", -1)) > num(a[radius].get(
-                "first_nonfinite_step", -1)) >= 0
-            holds = holds or (ab and not rb and later)
+            a_step, b_step = (int(num(x[radius].get("first_nonfinite_step", -1))) for x in (a, b))
+            holds = holds or (ab and not rb and (not bb or b_step > a_step >= 0))
         note = (f"seed {run.seed}: the random start broke the affine flow at radius {', '.join(starts)} "
                 "(step 0), not counted" if starts else "")
-        obs.append(criterion.observe(run.name, run.seed, run.demo, None, holds, note))
-    return [Claim("attack-breaks-affine", criterion, obs, where)]
+        found.observe("attack-breaks-affine", run, None, holds, note)
+    return found.claims()
 
 
 def section(runs: Sequence[RunRecord], page: Page, setting: str) -> None:
@@ -59,10 +57,10 @@ def section(runs: Sequence[RunRecord], page: Page, setting: str) -> None:
         for model in run.args.get("models", []):
             for radius, e in _entries(run, model).items():
                 first = int(num(e.get("first_nonfinite_step", -1)))
-                rows.append([str(run.seed), model, fmt(radius), fmt(e.get("clean_recon_max")), fmt(e.get("max_recon")),
-                             fmt(e.get("growth_max")), fmt(e.get("relative_max")),
-                             str(first) if first >= 0 else "never", f"{e.get('nonfinite_points')} of {e.get('points')}",
-                             verdict(e).label])
+                rows.append([str(run.seed), model, fmt(radius), fmt(e.get("clean_recon_max")),
+                             fmt(e.get("max_recon")), fmt(e.get("growth_max")), fmt(e.get("relative_max")),
+                             str(first) if first >= 0 else "never",
+                             f"{e.get('nonfinite_points')} of {e.get('points')}", verdict(e).label])
     figure = page.figures.copy(done[0].path / "plots" / "attack.png", f"{setting}_attack2d.png") if done else None
     config = done[0].args if done else {}
     page.fragment("attack", setting=setting, runs=len(runs), finished=len(done), config=config,

@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import math
 import tempfile
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
 
 import numpy as np
 
 from ...flows2d import grid_points, plot_run
-from ..common import (INVERTIBLE, NON_INVERTIBLE, Claim, Criterion, Judgement, Page, RunRecord, combine,
-                      find_stored, fmt, judge, judge_errors, minutes, num, percent, table)
+from ..common import (INVERTIBLE, NON_INVERTIBLE, Claim, ClaimSet, Criterion, Judgement, Page, RunRecord,
+                      combine, find_stored, fmt, judge, judge_errors, minutes, num, percent, table)
 
 __all__ = ["claims", "far_rows", "grid_verdict", "region_verdict", "section"]
 
@@ -57,31 +57,29 @@ def _data_rows(run: RunRecord, model: str) -> list[dict[str, str]]:
 
 
 def claims(runs: Sequence[RunRecord], where: str) -> list[Claim]:
-    grid, far, between, stable = (Criterion.verdict(NON_INVERTIBLE), Criterion.verdict(NON_INVERTIBLE),
-                                  Criterion.stated(), Criterion.verdict(INVERTIBLE))
-    obs: dict[str, list[Any]] = {"grid": [], "far": [], "between": [], "stable": []}
+    found = ClaimSet({"checkerboard-grid": Criterion.verdict(NON_INVERTIBLE),
+                      "checkerboard-far": Criterion.verdict(NON_INVERTIBLE),
+                      "checkerboard-between": Criterion.stated(),
+                      "checkerboard-iresnet": Criterion.verdict(INVERTIBLE)}, where)
     for run in runs:
         models = run.args.get("models", [])
-        at = (run.name, run.seed, run.demo)
         if "affine" in models:
-            obs["grid"].append(grid.judged(*at, grid_verdict(run, "affine")))
+            found.judged("checkerboard-grid", run, grid_verdict(run, "affine"))
             rows = far_rows(run, "affine")
             first = next((r for r in rows if num(r["nonfinite"]) > 0), None)
             note = f"seed {run.seed}: non-finite from R = {fmt(first['radius'])}" if first else ""
-            obs["far"].append(far.judged(*at, region_verdict(rows), note=note))
+            found.judged("checkerboard-far", run, region_verdict(rows), note=note)
         if {"affine", "bounded", "iresnet"} <= set(models):
-            last = {k: far_rows(run, k)[-1] for k in ("affine", "bounded", "iresnet")}
-            ka, kb, kr = (num(last[k]["cond_max"]) for k in ("affine", "bounded", "iresnet"))
-            na, nb = (num(last[k]["nonfinite"]) for k in ("affine", "bounded"))
-            holds = kr < kb and (kb * BETWEEN_FACTOR < ka or (na > 0 and nb == 0))
-            obs["between"].append(between.observe(*at, kb, holds))
+            end = {k: far_rows(run, k)[-1] for k in ("affine", "bounded", "iresnet")}
+            ka, kb, kr = (num(end[k]["cond_max"]) for k in ("affine", "bounded", "iresnet"))
+            na, nb = (num(end[k]["nonfinite"]) for k in ("affine", "bounded"))
+            found.observe("checkerboard-between", run, kb,
+                          kr < kb and (kb * BETWEEN_FACTOR < ka or (na > 0 and nb == 0)))
         if "iresnet" in models:
-            everywhere = combine([region_verdict(_data_rows(run, "iresnet")), grid_verdict(run, "iresnet"),
-                                  region_verdict(far_rows(run, "iresnet"))])
-            obs["stable"].append(stable.judged(*at, everywhere))
-    return [Claim("checkerboard-grid", grid, obs["grid"], where), Claim("checkerboard-far", far, obs["far"], where),
-            Claim("checkerboard-between", between, obs["between"], where),
-            Claim("checkerboard-iresnet", stable, obs["stable"], where)]
+            found.judged("checkerboard-iresnet", run, combine([
+                region_verdict(_data_rows(run, "iresnet")), grid_verdict(run, "iresnet"),
+                region_verdict(far_rows(run, "iresnet"))]))
+    return found.claims()
 
 
 def _growth(rows: Sequence[dict[str, str]]) -> float:

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from collections.abc import Sequence
 
 from ...toy_regression import coeff_label, plot_runs
-from ..common import (INVERTIBLE, NON_INVERTIBLE, Claim, Criterion, Judgement, Page, RunRecord, combine,
-                      find_stored, fmt, judge, minutes, num, table)
+from ..common import (INVERTIBLE, NON_INVERTIBLE, Claim, ClaimSet, Criterion, Judgement, Page, RunRecord,
+                      combine, find_stored, fmt, judge, minutes, num, table)
 
 __all__ = ["claims", "section", "verdict"]
 
@@ -30,26 +30,19 @@ def verdict(run: RunRecord, coeff: float) -> Judgement:
 
 
 def claims(runs: Sequence[RunRecord], where: str) -> list[Claim]:
-    ratio, broken, kept = (Criterion.at_least(CONDITIONING_RATIO, "x"), Criterion.verdict(NON_INVERTIBLE),
-                           Criterion.verdict(INVERTIBLE))
-    obs: dict[str, list[Any]] = {"ratio": [], "plain": [], "nf": []}
-    for run in runs:
-        coeffs = _coeffs(run)
-        if 0.0 not in coeffs:
-            continue
+    found = ClaimSet({"regression-conditioning": Criterion.at_least(CONDITIONING_RATIO, "x"),
+                      "regression-non-invertible": Criterion.verdict(NON_INVERTIBLE),
+                      "regression-nf-invertible": Criterion.verdict(INVERTIBLE)}, where)
+    for run in (r for r in runs if 0.0 in _coeffs(r)):
         plain = run.metrics.get(coeff_label(0.0), {})
-        obs["plain"].append(broken.judged(run.name, run.seed, run.demo, verdict(run, 0.0),
-                                          value=plain.get("final_grid_cond_max")))
-        for c in (c for c in coeffs if c > 0):
-            m = run.metrics.get(coeff_label(c), {})
-            obs["ratio"].append(ratio.observe(run.name, run.seed, run.demo,
-                                              num(plain.get("final_grid_cond_max")) / num(m.get("final_grid_cond_max"))))
-            obs["nf"].append(kept.judged(run.name, run.seed, run.demo, verdict(run, c),
-                                         value=m.get("final_grid_cond_max")))
-            break  # the smallest NF weight of the run is the paper's
-    return [Claim("regression-conditioning", ratio, obs["ratio"], where),
-            Claim("regression-non-invertible", broken, obs["plain"], where),
-            Claim("regression-nf-invertible", kept, obs["nf"], where)]
+        found.judged("regression-non-invertible", run, verdict(run, 0.0), value=plain.get("final_grid_cond_max"))
+        nf = min((c for c in _coeffs(run) if c > 0), default=None)  # the smallest NF weight is the paper's
+        if nf is not None:
+            m = run.metrics.get(coeff_label(nf), {})
+            found.observe("regression-conditioning", run,
+                          num(plain.get("final_grid_cond_max")) / num(m.get("final_grid_cond_max")))
+            found.judged("regression-nf-invertible", run, verdict(run, nf), value=m.get("final_grid_cond_max"))
+    return found.claims()
 
 
 def section(runs: Sequence[RunRecord], page: Page, setting: str) -> None:
