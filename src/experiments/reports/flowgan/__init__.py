@@ -96,20 +96,21 @@ def claims(runs: Sequence[RunRecord], where: str, declared: Sequence[str]) -> li
                             c.criterion, c.observations, f"`{c.id}`, {where}") for c in out[1:])]
 
 
+def _variant_row(run: RunRecord, v: str) -> list[str]:
+    m = run.metrics.get("variants", {}).get(v, {})
+    evals = run.csv(f"models/{v}/eval_log.csv")
+    fds = [num(r["fd"]) for r in evals if math.isfinite(num(r["fd"]))]
+    first = m.get("first_nonfinite_sample_step")
+    return [str(run.seed), f"`{v}`", str(m.get("steps")), fmt(m.get("test_bpd")), fmt(m.get("fd")),
+            fmt(min(fds)) if fds else "NaN", percent(m.get("sample_nonfinite")),
+            percent(max((num(r["sample_nonfinite"]) for r in evals), default=math.nan)),
+            str(first) if first is not None else "never", fmt(m.get("nonfinite_grad_steps", 0)),
+            fmt(_kappa_max(run.csv("analysis.csv"), v)), minutes(m.get("seconds"))]
+
+
 def section(runs: Sequence[RunRecord], page: Page, setting: str) -> None:
     done = [r for r in runs if r.finished]
-    summary = []
-    for run in done:
-        for v in run.args.get("variants", []):
-            m = run.metrics.get("variants", {}).get(v, {})
-            evals = run.csv(f"models/{v}/eval_log.csv")
-            fds = [num(r["fd"]) for r in evals if math.isfinite(num(r["fd"]))]
-            first = m.get("first_nonfinite_sample_step")
-            summary.append([str(run.seed), f"`{v}`", str(m.get("steps")), fmt(m.get("test_bpd")), fmt(m.get("fd")),
-                            fmt(min(fds)) if fds else "NaN", percent(m.get("sample_nonfinite")),
-                            percent(max((num(r["sample_nonfinite"]) for r in evals), default=math.nan)),
-                            str(first) if first is not None else "never", fmt(m.get("nonfinite_grad_steps", 0)),
-                            fmt(_kappa_max(run.csv("analysis.csv"), v)), minutes(m.get("seconds"))])
+    summary = [_variant_row(run, v) for run in done for v in run.args.get("variants", [])]
     first = done[0] if done else None
     figures: dict[str, str] = {}
     variants = first.args.get("variants", []) if first else []

@@ -79,15 +79,15 @@ def claims(runs: Sequence[RunRecord], where: str) -> list[Claim]:
     return found.claims()
 
 
+def _training_row(run: RunRecord, model: str) -> list[str]:
+    m = run.metrics.get("models", {}).get(model, {})
+    return [str(run.seed), model, str(m.get("steps")), fmt(m.get("train_bpd")), fmt(m.get("test_bpd")),
+            percent(m.get("sample_nonfinite")), fmt(m.get("nonfinite_grad_steps")), minutes(m.get("seconds"))]
+
+
 def section(runs: Sequence[RunRecord], page: Page, setting: str) -> None:
     done = [r for r in runs if r.finished]
-    train_rows = []
-    for run in done:
-        for model in run.args.get("models", []):
-            m = run.metrics.get("models", {}).get(model, {})
-            train_rows.append([str(run.seed), model, str(m.get("steps")), fmt(m.get("train_bpd")),
-                               fmt(m.get("test_bpd")), percent(m.get("sample_nonfinite")),
-                               fmt(m.get("nonfinite_grad_steps")), minutes(m.get("seconds"))])
+    train_rows = [_training_row(run, model) for run in done for model in run.args.get("models", [])]
     first = done[0] if done else None
     figures: dict[str, str] = {}
     if first is not None:

@@ -50,17 +50,17 @@ def claims(runs: Sequence[RunRecord], where: str) -> list[Claim]:
     return found.claims()
 
 
+def _row(run: RunRecord, model: str, radius: float, e: Mapping[str, Any]) -> list[str]:
+    first = int(num(e.get("first_nonfinite_step", -1)))
+    return [str(run.seed), model, fmt(radius), fmt(e.get("clean_recon_max")), fmt(e.get("max_recon")),
+            fmt(e.get("growth_max")), fmt(e.get("relative_max")), str(first) if first >= 0 else "never",
+            f"{e.get('nonfinite_points')} of {e.get('points')}", verdict(e).label]
+
+
 def section(runs: Sequence[RunRecord], page: Page, setting: str) -> None:
     done = [r for r in runs if r.finished]
-    rows = []
-    for run in done:
-        for model in run.args.get("models", []):
-            for radius, e in _entries(run, model).items():
-                first = int(num(e.get("first_nonfinite_step", -1)))
-                rows.append([str(run.seed), model, fmt(radius), fmt(e.get("clean_recon_max")),
-                             fmt(e.get("max_recon")), fmt(e.get("growth_max")), fmt(e.get("relative_max")),
-                             str(first) if first >= 0 else "never",
-                             f"{e.get('nonfinite_points')} of {e.get('points')}", verdict(e).label])
+    rows = [_row(run, model, radius, e) for run in done for model in run.args.get("models", [])
+            for radius, e in _entries(run, model).items()]
     figure = page.figures.copy(done[0].path / "plots" / "attack.png", f"{setting}_attack2d.png") if done else None
     config = done[0].args if done else {}
     page.fragment("attack", setting=setting, runs=len(runs), finished=len(done), config=config,
