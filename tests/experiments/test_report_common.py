@@ -8,6 +8,7 @@ import doctest
 import importlib
 import json
 import pkgutil
+import re
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +16,7 @@ import numpy as np
 import pytest
 import torch
 
+import experiments
 import experiments.reports
 from experiments.reports import common
 from experiments.reports.common import (Claim, ClaimText, Criterion, Figures, Fragments, Page, Report,
@@ -24,7 +26,7 @@ from experiments.reports.common.quoted import quoted_numbers, scan_markdown, sca
 from invertible import ActNorm
 from invertible.diagnostics import NONINVERTIBLE_RTOL, invertibility_verdict, judge_reconstructions
 
-PAGES = ("toy", "classification", "glow", "flowgan", "ood", "attack")
+PAGES = experiments.reports.PAGES
 COMMON_MODULES = [m.name for m in pkgutil.iter_modules(common.__path__)]
 
 
@@ -378,3 +380,23 @@ def test_the_scan_catches_a_measured_number_written_into_a_fragment(tmp_path: Pa
     copy.write_text(source.read_text() + "\nThe affine model ended with kappa 7.8e4 at test accuracy 0.975.\n")
     allowed = importlib.import_module("experiments.reports.classification").QUOTED
     assert [hit.split(": ")[1] for hit in scan_markdown(copy, allowed)] == ["7.8e4", "0.975"]
+
+
+def test_the_contributing_example_of_a_report_runs_against_the_api() -> None:
+    text = (Path(experiments.__path__[0]).parents[1] / "CONTRIBUTING.md").read_text()
+    code = re.findall(r"```python\n(.*?)```", text, re.S)[-1]
+    assert "REPORT = Report(" in code
+    namespace: dict[str, Any] = {"__doc__": "An example.", "__name__": "experiments.reports.example"}
+    exec(compile(code.replace("from ..common", "from experiments.reports.common")
+                 .replace("Path(__file__).parent", "Path('.')"), "CONTRIBUTING.md", "exec"), namespace)
+    report = namespace["REPORT"]
+    assert report.settings == ["default", "long"] and len(report.runs) == 6
+
+    class Run:
+        name, demo, metrics = "r", False, {"worst_relative": 1e-7, "nonfinite": 0, "kappa": 300.0}
+
+        def __init__(self, seed: int) -> None:
+            self.seed = seed
+
+    claims = namespace["claims"]([Run(s) for s in range(3)], "default setting", "default")
+    assert [(c.id, c.verdict.word) for c in claims] == [("mystudy-invertible", "agrees"), ("mystudy-kappa", "agrees")]

@@ -15,9 +15,11 @@ from pathlib import Path
 import pytest
 import torch
 
+import experiments.reports
+
 from experiments.common.training import capture_rng_state, restore_rng_state
 
-PAGES = ("toy", "classification", "glow", "flowgan", "ood", "attack")
+PAGES = experiments.reports.PAGES
 
 
 @pytest.fixture(autouse=True)
