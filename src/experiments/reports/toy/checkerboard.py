@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 import math
-import tempfile
 from collections.abc import Sequence
-from pathlib import Path
 
 import numpy as np
 
-from ...flows2d import grid_points, plot_run
+from ...flows2d import grid_points
 from ..common import (INVERTIBLE, NON_INVERTIBLE, Claim, ClaimSet, Criterion, Judgement, Page, RunRecord,
                       combine, find_stored, fmt, judge, judge_errors, minutes, num, percent, table)
 
@@ -111,14 +109,10 @@ def section(runs: Sequence[RunRecord], page: Page, setting: str) -> None:
                  + (f" ({percent(mine[R]['nonfinite'])} non-finite)" if num(mine[R]["nonfinite"]) > 0 else ""))
                 if R in mine else "-" for R in radii])
     figures = {}
-    if done:
-        first = done[0]
-        with tempfile.TemporaryDirectory() as tmp:
-            plot_run(first.path, first.args.get("models", []), tmp)
-            for name in ("heatmaps", "far", "training"):
-                options = {"width": 850, "colors": 48} if name == "heatmaps" else {}
-                figures[name] = page.figures.copy(Path(tmp) / f"{name}.png", f"{setting}_flows2d_{name}.png",
-                                                  **options)
+    for name in ("heatmaps", "far", "training") if done else ():  # the study's own figures of the first seed
+        options = {"width": 850, "colors": 48} if name == "heatmaps" else {}
+        figures[name] = page.figures.copy(done[0].path / "plots" / f"{name}.png", f"{setting}_flows2d_{name}.png",
+                                          **options)
     page.fragment("checkerboard", setting=setting, runs=len(runs), finished=len(done),
                   config=done[0].args if done else {}, seeds=[r.seed for r in done],
                   command=done[0].command if done else "", figures=figures,

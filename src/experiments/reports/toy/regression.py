@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from ...toy_regression import coeff_label, plot_runs
+from ...toy_regression import coeff_label
 from ..common import (INVERTIBLE, NON_INVERTIBLE, Claim, ClaimSet, Criterion, Judgement, Page, RunRecord,
                       combine, find_stored, fmt, judge, minutes, num, table)
 
@@ -57,11 +57,8 @@ def section(runs: Sequence[RunRecord], page: Page, setting: str) -> None:
                          fmt(m.get("final_recon_max")), fmt(m.get("final_grid_cond_max")),
                          fmt(m.get("final_grid_recon_max")), str(first) if first >= 0 else "never",
                          verdict(run, c).label, minutes(run.metrics.get("timing", {}).get("cpu_seconds"))])
-    figure = None
-    if done:
-        first = done[0]
-        csvs = {f"NF {fmt(c)}": first.path / f"train_{coeff_label(c)}.csv" for c in _coeffs(first)}
-        figure = page.figures.draw(lambda path: plot_runs(csvs, path), f"{setting}_toy_regression.png")
+    figure = page.figures.copy(done[0].path / "plots" / "toy_regression.png",  # the study's own figure
+                               f"{setting}_toy_regression.png") if done else None
     config = done[0].args if done else {}
     page.fragment("regression", setting=setting, runs=len(runs), finished=len(done), config=config,
                   seeds=[r.seed for r in done], command=done[0].command if done else "",
