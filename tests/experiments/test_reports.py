@@ -9,7 +9,6 @@ import hashlib
 import importlib
 import json
 import re
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -17,19 +16,10 @@ import torch
 
 import experiments.reports
 
-from experiments.common.training import capture_rng_state, restore_rng_state
-
 PAGES = experiments.reports.PAGES
 
 
-@pytest.fixture(autouse=True)
-def leave_global_state_alone(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[None]:
-    """Studies set the thread count and seed the global RNGs; caches without a folder land in the working one."""
-    monkeypatch.chdir(tmp_path)
-    threads, rng = torch.get_num_threads(), capture_rng_state()
-    yield
-    torch.set_num_threads(threads)
-    restore_rng_state(rng)
+pytestmark = pytest.mark.usefixtures("isolated_run")
 
 
 def _digests(docs: Path) -> dict[str, str]:
