@@ -9,7 +9,7 @@ from typing import Any
 from ..common import (INVERTIBLE, NON_INVERTIBLE, Claim, Criterion, Judgement, RunRecord, Runs, combine,
                       find_stored, judge, num, spread)
 
-__all__ = ["GRAD_ANGLE", "claims", "findings", "verdict"]
+__all__ = ["GRAD_ANGLE", "claims", "findings", "group_name", "seeds_of", "verdict"]
 
 #: Claims decided by the library's verdict: id, the verdict that shows the claim, the configurations checked.
 VERDICT_CLAIMS: list[tuple[str, str, tuple[str, ...]]] = [
@@ -39,7 +39,7 @@ def group_name(setting: str, config: str) -> str:
     return f"classification/{setting}/{config}"
 
 
-def _group(runs: Runs, setting: str, config: str) -> list[RunRecord]:
+def seeds_of(runs: Runs, setting: str, config: str) -> list[RunRecord]:
     """The finished seeds of a configuration in a setting (none if it is not declared there)."""
     name = group_name(setting, config)
     return runs.group(name) if runs.has(name) else []
@@ -58,14 +58,14 @@ def claims(runs: Runs, settings: Sequence[str]) -> list[Claim]:
                 if not runs.has(group_name(setting, config)):
                     continue
                 obs = [criterion.judged(r.name, r.seed, r.demo, verdict(r), note=_status_note(r))
-                       for r in _group(runs, setting, config)]
+                       for r in seeds_of(runs, setting, config)]
                 out.append(Claim(claim_id, criterion, obs, f"`{config}`, {setting}"))
     angle = Criterion.above(GRAD_ANGLE, " rad")
     for setting in settings:
         for config in ("affine_conv", "affine_shuffle"):
             if not runs.has(group_name(setting, config)):
                 continue
-            group = _group(runs, setting, config)
+            group = seeds_of(runs, setting, config)
             obs = []
             for r in group:
                 value = num(r.metrics.get("grad_angle"))
@@ -89,7 +89,7 @@ def findings(runs: Runs, settings: Sequence[str]) -> dict[str, Any]:
     for setting in settings:
         for config in ("affine_conv", "affine_shuffle", "additive_conv", "additive_shuffle", "affine_conv_float64",
                        "affine_conv_nf", "affine_conv_nf_scaled"):
-            group = _group(runs, setting, config)
+            group = seeds_of(runs, setting, config)
             key = f"{setting}_{config}"
             values[key] = {
                 "runs": len(group),

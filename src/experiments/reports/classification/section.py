@@ -8,7 +8,7 @@ import numpy as np
 
 from ...common.plots import line_panels
 from ..common import Page, RunRecord, Runs, fmt, minutes, num, percent, table
-from .claims import _group, group_name, verdict
+from .claims import group_name, seeds_of, verdict
 from .pull import nf_pull
 
 __all__ = ["NF_RUNS", "regularizer", "write"]
@@ -70,7 +70,7 @@ def _rows(runs: Runs, setting: str, configs: Sequence[str]) -> list[list[str]]:
 def _pull_rows(runs: Runs, setting: str) -> list[list[str]]:
     rows = []
     for config in NF_RUNS:
-        group = _group(runs, setting, config)
+        group = seeds_of(runs, setting, config)
         if not group or not group[0].completed:
             continue
         run = group[0]
@@ -85,7 +85,7 @@ def _figures(runs: Runs, page: Page, setting: str, configs: Sequence[str], pictu
     for family in ("conv", "shuffle"):
         recon, cond, acc = {}, {}, {}
         for config in (c for c in configs if ("_conv" in c) == (family == "conv")):
-            group = _group(runs, setting, config)
+            group = seeds_of(runs, setting, config)
             if not group:
                 continue
             run = group[0]
@@ -103,7 +103,7 @@ def _figures(runs: Runs, page: Page, setting: str, configs: Sequence[str], pictu
                 title=f"{setting}, {family} mixing (first seed)"),
             f"{setting}_{family}.png"))
     for config in pictures:
-        group = _group(runs, setting, config)
+        group = seeds_of(runs, setting, config)
         if group and (group[0].path / "plots" / "reconstructions.png").is_file():
             links.append(page.figures.copy(group[0].path / "plots" / "reconstructions.png",
                                            f"{setting}_{config}_reconstructions.png"))
