@@ -41,6 +41,7 @@ import torch
 from torch import Tensor
 
 from ..layers.residual_logdet import LogDetEstimator
+from ..layers.spectral_norm import SpectralNormOptions
 from ..models import ResidualFlow, resflow_estimator
 from .safe_pickle import Placeholder, read_torch_file
 
@@ -275,8 +276,9 @@ def resflow_from_state_dict(state_dict: Mapping[str, Tensor], *, args: Mapping[s
     args = dict(args or {})
     config = infer_resflow_config(state_dict, args)
     sn_tol = float(_arg(args, "sn_tol"))
-    settings = {**config, "logdet": logdet if logdet is not None else _estimator(state_dict, args),
-                "sn_atol": sn_tol, "sn_rtol": sn_tol, **model_args}
+    spectral = SpectralNormOptions(coeff=config["coeff"], atol=sn_tol, rtol=sn_tol)
+    settings = {**{k: v for k, v in config.items() if k != "coeff"}, "spectral": spectral,
+                "logdet": logdet if logdet is not None else _estimator(state_dict, args), **model_args}
     model = ResidualFlow(**settings).to(dtype)
     converted = model.convert_rtqichen_state_dict(dict(state_dict))
     own = model.state_dict()
@@ -294,7 +296,8 @@ def resflow_from_state_dict(state_dict: Mapping[str, Tensor], *, args: Mapping[s
         params = dict(model.named_parameters())
         if set(shadow) != set(params):
             raise ValueError(f"the EMA parameters do not match the model's: missing "
-                             f"{sorted(set(params) - set(shadow))[:6]}, unexpected {sorted(set(shadow) - set(params))[:6]}")
+                             f"{sorted(set(params) - set(shadow))[:6]}, unexpected "
+                             f"{sorted(set(shadow) - set(params))[:6]}")
         with torch.no_grad():
             for name, value in shadow.items():
                 if value.shape != params[name].shape:
