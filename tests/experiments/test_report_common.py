@@ -321,6 +321,30 @@ def test_quick_needs_its_own_folders_and_list_shows_each_run(tmp_path: Path, cap
                                                        f"{tmp_path / 'r' / 'demo' / 'seed=0'}")
 
 
+def test_a_model_whose_name_has_brackets_gets_its_figure_on_the_attack_page(tmp_path: Path) -> None:
+    """The pages find a model's figures by the study's own file name for it (``image_flows.slug``: a run of
+    characters other than letters and digits becomes one ``_``); a per-character replacement would look for
+    ``attack_affine_glow__y0ast.png`` and leave the figure out."""
+    attack = importlib.import_module("experiments.reports.attack").REPORT
+    run = tmp_path / "runs" / "attack" / "paper" / "seed=0"
+    _finished_run(run, 0, "2026-01-02T10:00:00+00:00", 0.0)
+    config = json.loads((run / "config.json").read_text())
+    config["args"].update(images=2, steps=3, unroll=5, accurate_iterations=50)
+    (run / "config.json").write_text(json.dumps(config))
+    model = {"radius": 0.03, "clean_error_max": 1e-6, "max_error": 2e-6, "growth_max": 2.0, "first_nonfinite_step": -1,
+             "images_broken": 0, "first_nonfinite_per_image": [-1, -1]}
+    (run / "metrics.json").write_text(json.dumps({"status": "completed", "timing": {},
+                                                  "models": {"affine Glow (y0ast)": model}}))
+    (run / "plots").mkdir()
+    _png(run / "plots" / "attack_curves.png", 0)
+    _png(run / "plots" / "attack_affine_glow_y0ast.png", 1)
+    out = tmp_path / "docs" / "attack.md"
+    assert attack.main(["--report-only", "--settings", "paper", "--runs", str(tmp_path / "runs"), "--out",
+                        str(out)]) == 0
+    assert "](attack/paper_attack_affine_glow_y0ast.png)" in out.read_text()
+    assert (tmp_path / "docs" / "attack" / "paper_attack_affine_glow_y0ast.png").is_file()
+
+
 # ----------------------------------------------------------------------------------------------------------------
 # No number quoted from a run in prose
 # ----------------------------------------------------------------------------------------------------------------

@@ -16,6 +16,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from ...common.image_flows import slug as image_slug
 from ..common import (INVERTIBLE, NON_INVERTIBLE, Claim, ClaimSet, Criterion, Judgement, Page, Report,
                       RunRecord, Runs, by_setting, find_stored, fmt, judge, minutes, num, relative_of, seeded,
                       table)
@@ -91,7 +92,7 @@ def section(runs: Sequence[RunRecord], page: Page, setting: str) -> None:
         figures.append(("error over attack steps", page.figures.copy(first.path / "plots" / "attack_curves.png",
                                                                      f"{setting}_attack_curves.png")))
         for name in first.metrics.get("models", {}):
-            slug = "".join(c if c.isalnum() else "_" for c in name.lower()).strip("_")
+            slug = image_slug(name)  # the study's own file name for the model
             source = first.path / "plots" / f"attack_{slug}.png"
             if source.is_file():
                 caption = f"{name}: attacked inputs (the worst iterate per image) / reconstructions / |difference|"

@@ -18,6 +18,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from ...common.image_flows import slug as image_slug
 from ..common import (INVERTIBLE, NON_INVERTIBLE, Claim, ClaimSet, Criterion, Judgement, Page, Report,
                       RunRecord, Runs, RunSpec, combine, find_stored, fmt, judge, minutes, num, percent,
                       relative_of, seeded, table)
@@ -125,7 +126,7 @@ def write(runs: Runs, page: Page) -> None:
     figures = []
     if first is not None:
         for name in models:
-            slug = "".join(c if c.isalnum() else "_" for c in name.lower()).strip("_")
+            slug = image_slug(name)  # the study's own file name for the model
             for kind, caption in (("recon", "reconstruction error per image, per set (log scale)"),
                                   ("bpd", "bits per dimension per set"),
                                   ("worst", "the 8 worst reconstructions: inputs / reconstructions / |difference|")):
