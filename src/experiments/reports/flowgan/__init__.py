@@ -20,11 +20,12 @@ from typing import Any
 
 from ...common.plots import plot_csv
 from ...common.study import load
+from ...flowgan.options import variant as parse_variant
 from ..common import (NON_INVERTIBLE, Claim, ClaimSet, Criterion, Page, Report, RunRecord, Runs, by_setting,
                       combine, fmt, minutes, num, percent, seeded, table)
 from ..common.stability import last_snapshot_table, over_training_table, set_verdict, snapshots
 
-__all__ = ["QUOTED", "REPORT", "SEEDS", "main"]
+__all__ = ["QUOTED", "REPORT", "SEEDS", "main", "mitigation_claim"]
 
 SEEDS = (0, 1, 2)
 #: A mitigation must keep the largest kappa this many times below the pure GAN's.
@@ -74,10 +75,23 @@ def declared_variants(setting: str) -> list[str]:
     return list(load("flowgan").build_parser().get_default("variants"))
 
 
+def mitigation_claim(name: str) -> str | None:
+    """The claim a variant tests: the pure GAN's affine Glow with one mitigation added (the MLE term or bounded
+    ActNorm scales); None for any other variant (another model, both mitigations, no adversarial loss).
+
+    >>> [mitigation_claim(v) for v in ("gan+mle1e-3", "gan+maxscale5", "gan", "gan+mle1e-4+maxscale5", "mle")]
+    ['flowgan-mle-mitigates', 'flowgan-maxscale-mitigates', None, None, None]
+    """
+    v = parse_variant(name)
+    if v.gan == 0 or v.model != "affine" or (v.mle > 0) == (v.actnorm_max_scale > 0):
+        return None
+    return "flowgan-mle-mitigates" if v.mle > 0 else "flowgan-maxscale-mitigates"
+
+
 def claims(runs: Sequence[RunRecord], where: str, declared: Sequence[str]) -> list[Claim]:
-    """The pure GAN's verdict, and per mitigating variant (of those ``declared``) whether it keeps kappa far
-    below the pure GAN's."""
-    mitigating = [v for v in declared if v != "gan"]
+    """The pure GAN's verdict, and per mitigating variant (of those ``declared``, see :func:`mitigation_claim`)
+    whether it keeps kappa far below the pure GAN's."""
+    mitigating = [v for v in declared if mitigation_claim(v) is not None]
     found = ClaimSet({"flowgan-non-invertible": Criterion.verdict(NON_INVERTIBLE),
                       **{v: Criterion.at_least(MITIGATION_FACTOR, "x") for v in mitigating}}, where)
     for run in (r for r in runs if "gan" in r.args.get("variants", [])):
@@ -91,9 +105,9 @@ def claims(runs: Sequence[RunRecord], where: str, declared: Sequence[str]) -> li
             holds = None if math.isnan(ratio) else bool(ratio >= MITIGATION_FACTOR and fewer)
             found.observe(variant, run, ratio, holds,
                           "" if fewer else f"seed {run.seed}: more non-finite samples than the pure GAN")
-    out = found.claims()
-    return [out[0], *(Claim("flowgan-mle-mitigates" if "mle" in c.id else "flowgan-maxscale-mitigates",
-                            c.criterion, c.observations, f"`{c.id}`, {where}") for c in out[1:])]
+    verdict, *mitigations = found.claims()
+    return [verdict, *(Claim(str(mitigation_claim(c.id)), c.criterion, c.observations, f"`{c.id}`, {where}")
+                       for c in mitigations)]
 
 
 def _variant_row(run: RunRecord, v: str) -> list[str]:
