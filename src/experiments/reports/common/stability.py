@@ -9,7 +9,7 @@ from .invertibility import Judgement, combine, judge, relative_of
 from .numbers import fmt, num, percent
 from .tables import table
 
-__all__ = ["LAST_COLUMNS", "SETS", "last", "last_snapshot_table", "over_training_table", "set_verdict",
+__all__ = ["LAST_COLUMNS", "OFF_DATA", "SETS", "last", "last_snapshot_table", "over_training_table", "set_verdict",
            "snapshots", "verdict_off_data"]
 
 #: The probe sets, in table order.
