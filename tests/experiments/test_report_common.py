@@ -36,6 +36,15 @@ def test_docstring_examples_of_the_common_modules_hold(module: str) -> None:
     assert result.failed == 0
 
 
+PAGE_MODULES = [m.name for m in pkgutil.walk_packages(experiments.reports.__path__, "experiments.reports.")
+                if not m.name.startswith("experiments.reports.common") and not m.name.endswith("__main__")]
+
+
+@pytest.mark.parametrize("module", PAGE_MODULES)
+def test_docstring_examples_of_the_page_modules_hold(module: str) -> None:
+    assert doctest.testmod(importlib.import_module(module)).failed == 0
+
+
 def test_the_common_modules_have_examples() -> None:  # the doctest test above cannot pass vacuously everywhere
     attempted = sum(doctest.testmod(importlib.import_module(f"experiments.reports.common.{m}")).attempted
                     for m in COMMON_MODULES)
