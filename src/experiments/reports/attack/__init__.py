@@ -45,7 +45,7 @@ QUOTED = {"56": "paper: the affine flow's NaN step on CelebA", "143": "paper: th
 
 
 def verdict(m: Mapping[str, Any]) -> Judgement:
-    """The library's verdict on one model's attacked images (every iterate)."""
+    """The library's verdict on one model's attacked images, each at its worst iterate."""
     found = find_stored(m)
     if found is not None:
         return found
