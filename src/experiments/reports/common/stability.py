@@ -43,7 +43,7 @@ def last(rows: Sequence[Row], model: str) -> dict[str, Row]:
 def set_verdict(row: Row) -> Judgement:
     """The library's verdict on one probe set at one snapshot: one round trip ``f^-1(f(x))`` of each input."""
     return judge(relative_of(row), nonfinite_share=row.get("recon_nonfinite_1", 0), n=row.get("n"),
-                 missing="relative errors (only mean squared errors)")
+                 missing="relative errors (an analysis made before relative_max_1 was stored)")
 
 
 def verdict_off_data(rows_by_set: Mapping[str, Row], sets: Sequence[str] = OFF_DATA) -> Judgement:
