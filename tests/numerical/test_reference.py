@@ -167,13 +167,19 @@ def jacobian_failures(module: InvertibleModule, x: Tensor) -> list[str]:
 
 def float32_failures(c: ReferenceComparison, scales: ErrorScales, allowance: float = 0.0) -> list[str]:
     """float32 errors above the error model: outputs above ``K u32 E_f``, inverses above ``K u32 E_g`` (plus an
-    iterative inverse's ``allowance``), log-dets above ``K_ld u32 (D + T)`` (the scales of the float64 module)."""
+    iterative inverse's ``allowance``), log-dets above ``K_ld u32 (D + T + C)`` (the scales of the float64 module),
+    and the inverse's log-det, taken at the reference output so that its preimage carries the inverse's error, above
+    that plus the log-det's gradient times that error, ``||d logdet/dx|| K u32 E_g``."""
     out_tol = ROUNDTRIP_K * U32 * scales.forward_eval.numpy()
     inv_tol = ROUNDTRIP_K * U32 * scales.inverse_eval.numpy() + allowance
-    ld_tol = LOGDET_K * U32 * scales.logdet_terms.numpy()
-    checks = [("output", c.output_error, out_tol, "K u E_f"), ("log-det", c.logdet_error, ld_tol, "K_ld u (D + T)"),
+    assert scales.logdet_input is not None
+    ld_tol = LOGDET_K * U32 * (scales.logdet_terms + scales.logdet_input).numpy()
+    gradient = scales.logdet_sensitivity.numpy() if scales.logdet_sensitivity is not None else 0.0
+    ld_inv_tol = ld_tol + gradient * inv_tol
+    checks = [("output", c.output_error, out_tol, "K u E_f"),
+              ("log-det", c.logdet_error, ld_tol, "K_ld u (D + T + C)"),
               ("inverse", c.inverse_error, inv_tol, "K u E_g"),
-              ("inverse log-det", c.inverse_logdet_error, ld_tol, "K_ld u (D + T)")]
+              ("inverse log-det", c.inverse_logdet_error, ld_inv_tol, "K_ld u (D + T + C) + |grad| K u E_g")]
     return [f"float32 {what} error {float(err.max()):.3g} above {model} = {float(tol[err.argmax()]):.3g}"
             for what, err, tol, model in checks if not (err <= tol).all()]
 

@@ -13,13 +13,20 @@ from torch import Tensor, nn
 
 from ..base import Bounds, InvertibleModule
 from ..nets import conv_net, lipschitz_bound, mlp
-from .spline_math import SplineSettings, block_norm, rq_derivative_bounds, rq_forward, rq_inverse
+from .spline_math import (
+    SPLINE_LOGDET_ROUNDING,
+    SplineSettings,
+    block_norm,
+    rq_derivative_bounds,
+    rq_forward,
+    rq_inverse,
+)
 
 __all__ = ["RationalQuadraticSpline", "SplineCoupling"]
 
 
 def _flat_sum(t: Tensor) -> Tensor:
-    return t.reshape(t.shape[0], -1).sum(dim=1)
+    return t.flatten(1).sum(dim=1) if t.dim() > 1 else t
 
 
 class RationalQuadraticSpline(InvertibleModule):
@@ -55,6 +62,11 @@ class RationalQuadraticSpline(InvertibleModule):
         >>> bool(torch.allclose(x_back, x, atol=1e-12)) and bool(torch.allclose(logdet_inv, -logdet))
         True
     """
+
+    logdet_rounding = SPLINE_LOGDET_ROUNDING
+
+    def rounding_floor(self) -> float:
+        return float(self.settings.bound)
 
     def __init__(self, channels: int, *, bins: int = 8, bound: float = 3.0, min_width: float = 1e-3,
                  min_height: float = 1e-3, min_derivative: float = 1e-3, max_derivative: float = 1e3) -> None:
@@ -147,6 +159,11 @@ class SplineCoupling(InvertibleModule):
         >>> all(b is not None for b in layer.lipschitz_bounds())
         True
     """
+
+    logdet_rounding = SPLINE_LOGDET_ROUNDING
+
+    def rounding_floor(self) -> float:
+        return float(self.settings.bound)
 
     def __init__(self, channels: int, *, bins: int = 8, bound: float = 3.0, min_width: float = 1e-3,
                  min_height: float = 1e-3, min_derivative: float = 1e-3, max_derivative: float = 1e3,
