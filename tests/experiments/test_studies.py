@@ -13,7 +13,7 @@ import argparse
 import json
 import pkgutil
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import pytest
 import torch
@@ -22,19 +22,11 @@ import experiments
 from experiments.common import cli
 from experiments.common.data import DatasetNotFound
 from experiments.common.study import Study, load
-from experiments.common.training import capture_rng_state, restore_rng_state
 
 STUDIES = experiments.STUDIES
 
 
-@pytest.fixture(autouse=True)
-def leave_global_state_alone(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[None]:
-    """Studies set the thread count and seed the global RNGs; runs without --out would land in ./runs."""
-    monkeypatch.chdir(tmp_path)
-    threads, rng = torch.get_num_threads(), capture_rng_state()
-    yield
-    torch.set_num_threads(threads)
-    restore_rng_state(rng)
+pytestmark = pytest.mark.usefixtures("isolated_run")
 
 
 def test_every_study_package_is_registered_and_declares_a_study() -> None:

@@ -29,6 +29,8 @@ import experiments.common.data.sources as sources
 from experiments import attack
 from experiments.attack.attacks import summarize
 from experiments.common.data import load_dataset
+from invertible.attack import AttackResult
+from invertible.diagnostics import NONINVERTIBLE_RTOL
 
 
 
@@ -129,6 +131,9 @@ def test_seeded_affine_glow_is_more_sensitive_to_the_attack_than_the_additive_on
         assert float((result.x_worst - x_nat).abs().max()) <= radius + 1e-6
         summary = summarize(result)
         assert summary["first_nonfinite_step"] == -1
+        # finite reconstructions: errors of float32 round-off against inputs of norm about 1, so the library's
+        # verdict (relative error above NONINVERTIBLE_RTOL = 1e-2) has orders of magnitude of margin
+        assert 0 < summary["relative_max"] < NONINVERTIBLE_RTOL
         growth[coupling] = summary["growth_max"]
     # Spread over seeded_glow seeds 0-5 under four kernel choices (MKL_CBWR=AUTO on an AMD EPYC, AVX2 with
     # ATEN_CPU_CAPABILITY=avx2, COMPATIBLE with default and with avx512), 24 runs: affine growth 3.75 to 62
@@ -136,3 +141,22 @@ def test_seeded_affine_glow_is_more_sensitive_to_the_attack_than_the_additive_on
     # to 15). The sign-gradient path depends on the kernels' last bits; what holds for every seed is below.
     assert growth["affine"] > 3 and growth["additive"] < 5
     assert growth["affine"] > 1.1 * growth["additive"]
+
+
+def test_the_summary_gives_each_image_its_error_relative_to_the_input_where_it_occurred() -> None:
+    """``relative_max``: the largest over images of (largest error) / ||worst iterate||; a non-finite
+    reconstruction is infinitely wrong (the library's verdict then says non-invertible)."""
+    import torch
+
+    x_worst = torch.tensor([[3.0, 4.0], [0.0, 2.0]])  # norms 5 and 2
+
+    def result(errors: torch.Tensor, first: list[int]) -> AttackResult:  # errors: (steps + 1, batch)
+        return AttackResult(x=x_worst, x_worst=x_worst, clean_error=errors[0], reference=errors[0],
+                            attack_error=errors, accurate_error=errors, distance=torch.zeros_like(errors),
+                            first_nonfinite=torch.tensor(first))
+
+    errors = torch.tensor([[0.5, 0.1], [0.6, 0.5]])  # image 0: 0.6 / 5, image 1: 0.5 / 2
+    assert summarize(result(errors, [-1, -1]))["relative_max"] == pytest.approx(0.5 / 2)
+    errors[1, 0] = float("nan")
+    summary = summarize(result(errors, [1, -1]))
+    assert summary["relative_max"] == float("inf") and summary["images_broken"] == 1

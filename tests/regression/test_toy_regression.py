@@ -124,3 +124,29 @@ def test_help_explains_the_study(capsys: pytest.CaptureFixture[str]) -> None:
     assert toy_regression.main(["--help"]) == 0
     text = capsys.readouterr().out
     assert "--nf-coeff" in text and "--preset" in text and "rank-1" in text
+
+
+def test_each_final_model_has_the_library_verdict_and_the_page_reads_it(quick_run: tuple[Path, dict[str, Any]]
+                                                                       ) -> None:
+    """The study stores the library's verdict on each final model (training points and grid, the grid's origin left
+    out); the toy page decides its regression claims from it. Without it (runs made before) the page could only say
+    undetermined where nothing is non-finite: the negative control."""
+    from experiments.reports.common import UNDETERMINED, Runs, RunSpec
+    from experiments.reports.toy.regression import verdict
+    from invertible.diagnostics import NONINVERTIBLE_RTOL
+
+    out, metrics = quick_run
+    config = json.loads((out / "config.json").read_text())["args"]
+    extent = config["grid_extent"]
+    for label, coeff in (("nf_0", 0.0), ("nf_0.0001", 1e-4)):
+        stored = metrics[label]["verdict"]
+        assert stored["n"] == config["points"] + config["grid_size"] ** 2 - 1  # an odd grid holds the origin
+        assert stored["rtol"] == NONINVERTIBLE_RTOL
+        # the worst relative error is at least the worst grid error over the largest grid norm (two measurements
+        # of the same model: the log's absolute error and the verdict's relative one)
+        assert stored["worst_relative"] >= metrics[label]["final_grid_recon_max"] / (extent * math.sqrt(2)) * (1 - 1e-6)
+        record = Runs(out.parent, [RunSpec("toy_regression", out.name)])[out.name]
+        assert verdict(record, coeff).label == ("invertible" if stored["invertible"] else "non-invertible")
+        del record.metrics[label]["verdict"]
+        if metrics[label]["final_recon_nonfinite"] == 0 and metrics[label]["final_grid_nonfinite"] == 0:
+            assert verdict(record, coeff).label == UNDETERMINED

@@ -15,7 +15,8 @@ images. ``--model`` attacks other flows (see ``python -m experiments.ood``).
 Outputs (in ``--out``): ``attack.csv`` (per model and step: largest, mean and median accurate reconstruction error
 over the attacked images, share of non-finite ones, largest attack-graph error, largest distance moved),
 ``metrics.json`` (per model: clean and final errors, the largest error reached, how many times the attack raised
-it, the first step at which a reconstruction became non-finite, -1 if none), ``plots/attack_curves.png`` (the
+it, the largest error relative to the norm of the input where it occurred, the first step at which a
+reconstruction became non-finite, -1 if none), ``plots/attack_curves.png`` (the
 paper's figure: error over attack steps, one curve per model, crosses where it is no longer finite) and
 ``plots/attack_<model>.png`` (the attacked inputs, their reconstructions and the difference), ``plots/natural.png``.
 

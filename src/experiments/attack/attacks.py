@@ -52,11 +52,15 @@ def summarize(result: AttackResult) -> dict[str, Any]:
     first = result.first_nonfinite
     broken = first[first >= 0]
     finite_max = result.accurate_error[torch.isfinite(result.accurate_error)]
+    # per image: its largest error relative to the size of the input where it occurred (as attack2d stores it),
+    # so that the library's verdict can be decided where nothing is non-finite
+    relative = result.max_error.double() / result.x_worst.double().flatten(1).norm(dim=1)
     return {"clean_error_max": float(result.clean_error.max()),
-            "final_error_max": float(result.accurate_error[-1].nan_to_num(nan=math.inf).max()),
+            "final_error_max": float(result.accurate_error[-1].nan_to_num(nan=math.inf, posinf=math.inf).max()),
             "max_error": float(result.max_error.max()),
             "largest_finite_error": float(finite_max.max()) if finite_max.numel() else math.nan,
             "growth_max": float(result.growth.max()),
+            "relative_max": float(relative.nan_to_num(nan=math.inf, posinf=math.inf).max()),
             "first_nonfinite_step": int(broken.min()) if broken.numel() else -1,
             "first_nonfinite_per_image": [int(v) for v in first.tolist()],
             "images_broken": int(broken.numel())}

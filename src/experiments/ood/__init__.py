@@ -16,8 +16,9 @@ Rademacher and constant images, and every real OOD set that can be read here (MN
 SVHN, DTD/Places ``.t7`` and TinyImageNet from ``--ood-dir`` for CIFAR-10 models; crops of two photos always).
 
 Per model and set (``results.csv``, ``results.md``, ``metrics.json``): the reconstruction error per image (mean over
-all images, which is Inf once one is; mean, median and maximum over the finite ones; minimum), the number of images
-whose reconstruction holds NaN or Inf and their share, the images whose latent ``f(x)`` is already non-finite, and
+all images, which is Inf once one is; mean, median and maximum over the finite ones; minimum), the largest error
+relative to the image's norm (the library's verdict reads it), the number of images whose reconstruction holds NaN
+or Inf and their share, the images whose latent ``f(x)`` is already non-finite, and
 bits per dimension (mean, minimum, maximum over the finite values; share of non-finite ones). Per-image values go
 to ``per_sample/<model>.npz``; histograms to ``plots/recon_<model>.png`` and ``plots/bpd_<model>.png``; the worst
 reconstructed inputs to ``plots/worst_<model>.png``.

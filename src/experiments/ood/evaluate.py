@@ -29,8 +29,8 @@ _log = logging.getLogger("experiments.ood")
 
 #: Columns of ``results.csv``.
 FIELDS = ["model", "set", "role", "n", "recon_mean", "recon_finite_mean", "recon_median", "recon_min", "recon_max",
-          "nan_samples", "inf_samples", "nonfinite_samples", "nonfinite_share", "latent_nonfinite_samples",
-          "bpd_n", "bpd_mean", "bpd_min", "bpd_max", "bpd_nonfinite_share", "seconds"]
+          "relative_max", "nan_samples", "inf_samples", "nonfinite_samples", "nonfinite_share",
+          "latent_nonfinite_samples", "bpd_n", "bpd_mean", "bpd_min", "bpd_max", "bpd_nonfinite_share", "seconds"]
 
 
 def to_model_space(flow: ImageFlow, raw: RawSet, n: int, seed: int) -> Tensor:
@@ -54,13 +54,14 @@ def evaluate_set(flow: ImageFlow, x: Tensor, *, batch_size: int, bpd: bool, bpd_
                  ) -> dict[str, Any]:
     """Reconstruction errors, non-finite counts and bits/dim of ``flow`` on ``x`` (model space), per image
     (bits/dim of the first ``bpd_n`` images only, if given: the ``bpd`` array is then that long)."""
-    l2, nan, inf, latent, bits = [], [], [], [], []
+    l2, relative, nan, inf, latent, bits = [], [], [], [], [], []
     device = next(flow.model.parameters()).device
     for chunk in x.split(batch_size):
         chunk = chunk.to(device)
         with iterative_inverse(on_failure="return"), without_logdet(flow.model):
             stats = reconstruction_error(flow.model, chunk)
         l2.append(stats.l2.double().cpu())
+        relative.append(stats.relative.double().cpu())
         nan.append(stats.nan.cpu())
         inf.append(stats.inf.cpu())
         latent.append(stats.forward_nonfinite.cpu())
@@ -69,8 +70,8 @@ def evaluate_set(flow: ImageFlow, x: Tensor, *, batch_size: int, bpd: bool, bpd_
             with torch.no_grad(), allow_nonfinite():
                 bits.append(flow.bits_per_dim(chunk.to(device)).double().cpu())
     errors = torch.cat(l2).numpy()
-    return {"l2": errors, "nan": torch.cat(nan).numpy(), "inf": torch.cat(inf).numpy(),
-            "latent": torch.cat(latent).numpy(),
+    return {"l2": errors, "relative": torch.cat(relative).numpy(), "nan": torch.cat(nan).numpy(),
+            "inf": torch.cat(inf).numpy(), "latent": torch.cat(latent).numpy(),
             "bpd": torch.cat(bits).numpy() if bpd else np.full(len(errors), np.nan)}
 
 
@@ -81,10 +82,12 @@ def summarize(values: dict[str, Any]) -> dict[str, Any]:
     f_mean, f_median, f_min, f_max = _finite_stats(errors)
     b_mean, _, b_min, b_max = _finite_stats(bpd)
     n = len(errors)
+    relative = np.nan_to_num(values["relative"], nan=np.inf, posinf=np.inf)  # a non-finite one is infinitely off
     measured = 0 if np.isnan(bpd).all() else len(bpd)
     return {"n": n, "recon_mean": math.inf if nonfinite.any() else f_mean, "recon_finite_mean": f_mean,
             "recon_median": float(np.median(np.nan_to_num(errors, nan=np.inf))) if n else math.nan,
             "recon_min": f_min, "recon_max": math.inf if nonfinite.any() else f_max,
+            "relative_max": float(relative.max()) if n else math.nan,
             "nan_samples": int((values["nan"] > 0).sum()), "inf_samples": int((values["inf"] > 0).sum()),
             "nonfinite_samples": int(nonfinite.sum()), "nonfinite_share": float(nonfinite.mean()) if n else math.nan,
             "latent_nonfinite_samples": int((values["latent"] > 0).sum()), "bpd_n": measured, "bpd_mean": b_mean,
@@ -134,7 +137,8 @@ def run_study(flows: Sequence[ImageFlow], sets: Sequence[RawSet], out: Path, *, 
                           row["seconds"])
             (out / "per_sample").mkdir(exist_ok=True)
             np.savez_compressed(out / "per_sample" / f"{slug(flow.name)}.npz",
-                                **{f"{s}/{k}": v[k] for s, v in per_set.items() for k in ("l2", "bpd", "nan", "inf")})
+                                **{f"{s}/{k}": v[k] for s, v in per_set.items()
+                                   for k in ("l2", "relative", "bpd", "nan", "inf")})
             _plots(flow, per_set, inputs, out / "plots")
     finally:
         log.close()

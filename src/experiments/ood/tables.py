@@ -1,4 +1,4 @@
-"""The OOD study's Markdown tables (also used by its report)."""
+"""The OOD study's Markdown tables, for its run folder's results.md (the results page builds its own)."""
 
 from __future__ import annotations
 

@@ -15,14 +15,14 @@ import torch
 from torch import Tensor, nn
 
 from invertible import ActNorm, allow_nonfinite
-from invertible.diagnostics import jacobian_stats, reconstruction_error
+from invertible.diagnostics import InvertibilityVerdict, jacobian_stats, judge_reconstructions, reconstruction_error
 from invertible.models import DenseFlow, FlowStep, standard_normal_log_prob
 
 from ..common.plots import plot_csv
 from ..common.runs import Run, read_csv
 from ..common.training import ResumableLoop, Stopwatch
 
-__all__ = ["FIELDS", "build_model", "coeff_label", "make_data", "measure", "plot_runs", "run"]
+__all__ = ["FIELDS", "build_model", "coeff_label", "final_verdict", "make_data", "measure", "plot_runs", "run"]
 
 _log = logging.getLogger(__name__)
 
@@ -128,6 +128,16 @@ def measure(model: DenseFlow, x: Tensor, grid_points: Tensor) -> dict[str, float
     return row
 
 
+def final_verdict(model: DenseFlow, x: Tensor, grid_points: Tensor) -> InvertibilityVerdict:
+    """The library's verdict on the training points and the grid together. A point at the origin is left out: a
+    relative error ``||x - x_hat|| / ||x||`` is undefined at ``x = 0`` (the grid has one when its size is odd, at
+    a norm of about ``1e-16`` from the rounding of ``linspace``: any point under ``1e-6`` of the largest norm)."""
+    points = torch.cat([x, grid_points])
+    norms = points.double().norm(dim=1)
+    stats = reconstruction_error(model, points[norms > 1e-6 * norms.max()])
+    return judge_reconstructions(stats.relative, stats.nonfinite, dtype=str(points.dtype))
+
+
 class _Optimizers:
     """A list of optimizers checkpointed as one object."""
 
@@ -211,10 +221,10 @@ def run(run: Run, args: argparse.Namespace) -> dict[str, Any]:
 
     metrics: dict[str, Any] = {"preset": args.preset}
     csvs = {}
-    for coeff in args.nf_coeff:
+    for coeff, model in zip(args.nf_coeff, models):
         path = run.path / f"train_{coeff_label(coeff)}.csv"
         rows = [{k: float(v) if v != "" else math.nan for k, v in r.items()} for r in read_csv(path)]
-        metrics[coeff_label(coeff)] = _summary(rows)
+        metrics[coeff_label(coeff)] = {**_summary(rows), "verdict": final_verdict(model, x, grid_points).to_dict()}
         csvs[f"NF {coeff:g}"] = path
     run.update_metrics(**metrics)
     if run.main:

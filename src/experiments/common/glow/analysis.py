@@ -21,7 +21,9 @@ Measured per set (columns of ``analysis.csv``):
 - ``mse_1``/``mse_9`` (and ``_max``): mean squared distance to the input after 1 and after 9 round trips
   ``x_k = f^-1(f(x_{k-1}))`` (the original's ``l2_0``/``l2_9``), means over the finite reconstructions, maxima
   Inf where one is not finite; ``pad_9``: mean absolute distance in grey levels after 9 round trips (the original's
-  PAD); ``recon_nonfinite_1``/``_9``: share of inputs whose reconstruction is not finite;
+  PAD); ``recon_nonfinite_1``/``_9``: share of inputs whose reconstruction is not finite; ``relative_max_1``: the
+  largest ``||x - f^-1(f(x))|| / ||x||`` after one round trip (Inf where one is not finite), which the library's
+  invertibility verdict reads;
 - ``latent_mse``/``latent_mse_max`` (samples only): the round trip the other way, ``z -> f^-1(z) -> f(f^-1(z))``,
   mean squared distance to ``z`` over the finite samples (a generator that contracts many latents onto nearly the
   same image reconstructs its images but not their latents); ``latent_nonfinite``: share not finite.
@@ -63,8 +65,8 @@ PROBE_SETS = ("data", "samples", "gaussian", "rademacher", "ood")
 #: Columns of ``analysis.csv``.
 ANALYSIS_FIELDS = ["model", "step", "set", "n", "input_nonfinite", "input_max_abs", "bpd", "bpd_nonfinite",
                    "cond_median", "cond_max", "cond_train_dtype_max", "logdet_error_max", "mse_1", "mse_1_max",
-                   "mse_9", "mse_9_max", "pad_9", "recon_nonfinite_1", "recon_nonfinite_9", "latent_mse",
-                   "latent_mse_max", "latent_nonfinite"]
+                   "mse_9", "mse_9_max", "pad_9", "recon_nonfinite_1", "recon_nonfinite_9",
+                   "relative_max_1", "latent_mse", "latent_mse_max", "latent_nonfinite"]
 #: Reverse passes vectorised at once in the exact Jacobians (bounds memory for 28x28 and 32x32 images).
 JACOBIAN_CHUNK = 128
 #: The offset added to the analysis seed, so probe noise differs from training noise.
@@ -120,7 +122,7 @@ def _finite_mean(values: Tensor) -> float:
 
 
 def _max(values: Tensor) -> float:
-    return float(values.double().nan_to_num(nan=math.inf).max()) if values.numel() else math.nan
+    return float(values.double().nan_to_num(nan=math.inf, posinf=math.inf).max()) if values.numel() else math.nan
 
 
 def measure_set(model: Flow, x: Tensor, *, levels: int, to_levels: Callable[[Tensor], Tensor], jacobian_samples: int,
@@ -144,6 +146,7 @@ def measure_set(model: Flow, x: Tensor, *, levels: int, to_levels: Callable[[Ten
         row[f"mse_{k}"] = _finite_mean(mse)
         row[f"mse_{k}_max"] = _max(mse)
         row[f"recon_nonfinite_{k}"] = float((trips.nonfinite[k - 1] > 0).double().mean())
+    row["relative_max_1"] = _max(trips.l2[0] / x.double().flatten(1).norm(dim=1))
     row["pad_9"] = _finite_mean(trips.pad[8])
     xj = x[:jacobian_samples]
     low = jacobian_stats(model, xj, inverse=False, chunk_size=JACOBIAN_CHUNK)
