@@ -59,7 +59,7 @@ class AttackResult:
     @property
     def max_error(self) -> Tensor:
         """Largest accurate error per sample over the trajectory (``inf`` once non-finite)."""
-        return self.accurate_error.nan_to_num(nan=math.inf).amax(dim=0)
+        return self.accurate_error.nan_to_num(nan=math.inf, posinf=math.inf).amax(dim=0)
 
     @property
     def growth(self) -> Tensor:
@@ -146,7 +146,7 @@ def invertibility_attack(
             rows["attack"].append(err)
             rows["accurate"].append(acc)
             rows["distance"].append((current - x_nat).flatten(1).abs().amax(dim=1))
-            key = acc.nan_to_num(nan=math.inf)
+            key = acc.nan_to_num(nan=math.inf, posinf=math.inf)
             better = key > worst_err
             worst = torch.where(better.view(-1, *[1] * (x.dim() - 1)), current, worst)
             worst_err = torch.where(better, key, worst_err)
@@ -160,6 +160,6 @@ def invertibility_attack(
     first = torch.where(bad.any(dim=0), bad.double().argmax(dim=0), torch.full_like(clean, -1, dtype=torch.long))
     floor = torch.finfo(x_nat.dtype).eps * x_nat.flatten(1).norm(dim=1)
     return AttackResult(x=current.detach(), x_worst=worst.detach(), clean_error=clean,
-                        reference=torch.maximum(clean.nan_to_num(nan=math.inf), floor),
+                        reference=torch.maximum(clean.nan_to_num(nan=math.inf, posinf=math.inf), floor),
                         attack_error=torch.stack(rows["attack"]), accurate_error=accurate_error,
                         distance=torch.stack(rows["distance"]), first_nonfinite=first.long())
