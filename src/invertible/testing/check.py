@@ -11,6 +11,11 @@ round-off of the dtype, ``kappa_i`` the condition number of the exact Jacobian a
 - batch independence: a sample alone gives the same output as in the batch, within the round-trip tolerance;
 - Lipschitz bounds: never below the measured ``sigma_max`` (forward) and ``1 / sigma_min`` (inverse).
 
+Conditional layers are checked at a fixed context (``context=``): every check above holds for ``x -> f(x; c)``
+with the Jacobians taken in ``x``, batch independence covers the contexts too (sample ``i`` alone with
+``context_i``), and one more check, ``context``, fails a layer whose output does not change when the context does
+(a conditional layer that ignores its context).
+
 ``K`` (``factor``) defaults to 100 and absorbs the depth of the computation.
 """
 
@@ -49,6 +54,7 @@ CHECKS = (
     "batch_independence",
     "bounds",
     "state_dict",
+    "context",
 )
 
 
@@ -104,8 +110,10 @@ def check_invertible(
     max_jacobian_dims: int = 1024,
     name: str | None = None,
     raise_on_failure: bool = True,
+    context: Tensor | None = None,
 ) -> CheckReport:
-    """Run the contract checks on ``module`` at input ``x`` and return a :class:`CheckReport`.
+    """Run the contract checks on ``module`` at input ``x`` (and ``context``, for a conditional module) and
+    return a :class:`CheckReport`.
 
     The module runs in eval mode during the checks (restored afterwards); the first forward call initialises
     data-dependent layers. Exact Jacobians are computed when the per-sample dimension ``D`` is at most
@@ -127,10 +135,11 @@ def check_invertible(
     report = CheckReport(name or type(module).__name__, x.dtype, int(x[0].numel()) if x.dim() else 0)
     fail = report.failures.append
     u = torch.finfo(x.dtype).eps
+    c = context
     with _eval_mode(module), torch.no_grad():
-        y, logdet = module(x)
+        y, logdet = module(x, c)
         with allow_nonfinite():
-            x_back, logdet_inv = module.inverse(y)
+            x_back, logdet_inv = module.inverse(y, c)
         batch = x.shape[0]
         if "shapes" in checks:
             _check_shapes(x, y, logdet, x_back, logdet_inv, fail)
@@ -144,8 +153,8 @@ def check_invertible(
         logabsdet = logabsdet_inv = None
         if report.dims <= max_jacobian_dims:
             with torch.enable_grad():
-                jac = exact_jacobian(lambda v: module(v)[0], x).double()
-                jac_inv = exact_jacobian(lambda v: module.inverse(v)[0], y).double()
+                jac = _jacobian(lambda v, ci: module(v, ci)[0], x, c).double()
+                jac_inv = _jacobian(lambda v, ci: module.inverse(v, ci)[0], y, c).double()
             sv_fwd = torch.linalg.svdvals(jac)
             sv_inv = torch.linalg.svdvals(jac_inv)
             logabsdet = torch.linalg.slogdet(jac)[1].to(x.dtype)
@@ -170,7 +179,7 @@ def check_invertible(
             compare("roundtrip_forward", "||x - f^-1(f(x))||", norms(x_back - x), rt_tol)
         if "roundtrip_inverse" in checks:
             with allow_nonfinite():
-                y_again, _ = module(x_back.nan_to_num())
+                y_again, _ = module(x_back.nan_to_num(), c)
             compare("roundtrip_inverse", "||y - f(f^-1(y))||", norms(y_again - y), rt_tol)
         if "logdet_inverse" in checks:
             compare("logdet_inverse", "|logdet_inv(y) + logdet(x)|", (logdet_inv + logdet).abs(), ld_tol)
@@ -180,7 +189,7 @@ def check_invertible(
             compare("logdet_exact_inverse", "|logdet_inv - log|det J_inv||", (logdet_inv - logabsdet_inv).abs(),
                     ld_tol)
         if "batch_independence" in checks and batch > 1:
-            alone = [module(x[i : i + 1]) for i in range(batch)]
+            alone = [module(x[i : i + 1], None if c is None else c[i : i + 1]) for i in range(batch)]
             y_alone = torch.cat([a[0] for a in alone])
             ld_alone = torch.cat([a[1] for a in alone])
             compare("batch_independence", "||f(x_i alone) - f(x)_i||", norms(y_alone - y), rt_tol)
@@ -188,9 +197,27 @@ def check_invertible(
                     ld_tol)
         if "bounds" in checks and sv_fwd is not None:
             _check_bounds(bounds, sv_fwd, sv_inv, factor * u, report)
+        if "context" in checks and c is not None:
+            # another context (each row shifted by 1) must move the output of some sample, in both directions
+            with allow_nonfinite():
+                y_other = module(x, c + 1)[0]
+                x_other = module.inverse(y, c + 1)[0]
+            change = torch.maximum(norms(y_other - y), norms(x_other - x_back))
+            report.measured["context"], report.tolerances["context"] = float(change.max()), float(rt_tol.max())
+            if not bool((change > rt_tol).any()):
+                fail(f"context: the output does not change when the context changes (largest change "
+                     f"{float(change.max()):.3g}, tolerance {float(rt_tol.max()):.3g}): the layer ignores its context")
     if "state_dict" in checks:
-        _check_state_dict(module, x, y, x_back, report)
+        _check_state_dict(module, x, y, x_back, report, c)
     return _finish(report, raise_on_failure)
+
+
+def _jacobian(fn, x: Tensor, context: Tensor | None) -> Tensor:  # type: ignore[no-untyped-def]
+    """The exact Jacobian in ``x`` of ``fn(x, context)`` at each sample, at that sample's fixed context."""
+    if context is None:
+        return exact_jacobian(lambda v: fn(v, None), x)
+    rows = [exact_jacobian(lambda v, ci=context[i : i + 1]: fn(v, ci), x[i : i + 1]) for i in range(x.shape[0])]
+    return torch.cat(rows) if rows else exact_jacobian(lambda v: fn(v, context[:0]), x)
 
 
 def _check_shapes(x: Tensor, y: Tensor, logdet: Tensor, x_back: Tensor, logdet_inv: Tensor, fail) -> None:  # type: ignore[no-untyped-def]
@@ -235,7 +262,8 @@ def _perturb(module: nn.Module) -> None:
             p.add_(0.01 * noise + 0.005)
 
 
-def _check_state_dict(module: InvertibleModule, x: Tensor, y: Tensor, x_back: Tensor, report: CheckReport) -> None:
+def _check_state_dict(module: InvertibleModule, x: Tensor, y: Tensor, x_back: Tensor, report: CheckReport,
+                      context: Tensor | None = None) -> None:
     """Parameters changed in place must reach the inverse, and a state dict must restore the outputs exactly.
 
     A copy's parameters are perturbed: its inverse must still invert its forward (a stale cached inverse fails
@@ -245,11 +273,11 @@ def _check_state_dict(module: InvertibleModule, x: Tensor, y: Tensor, x_back: Te
     clone = copy.deepcopy(module)
     _perturb(clone)
     with _eval_mode(clone), torch.no_grad(), allow_nonfinite():
-        y_c, _ = clone(x)
-        drift = float((clone.inverse(y_c)[0] - x).abs().max())
+        y_c, _ = clone(x, context)
+        drift = float((clone.inverse(y_c, context)[0] - x).abs().max())
         clone.load_state_dict(module.state_dict())
-        y2, _ = clone(x)
-        x2, _ = clone.inverse(y)
+        y2, _ = clone(x, context)
+        x2, _ = clone.inverse(y, context)
     limit = 1e-6 * float(x.abs().max() + 1) if x.dtype == torch.float64 else 1e-2 * float(x.abs().max() + 1)
     report.measured["state_dict_update"], report.tolerances["state_dict_update"] = drift, limit
     if not drift <= limit:
@@ -274,12 +302,14 @@ class _Inverse(nn.Module):
         super().__init__()
         self.inner = inner
 
-    def forward(self, y: Tensor) -> tuple[Tensor, Tensor]:
-        return self.inner.inverse(y)
+    def forward(self, y: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        return self.inner.inverse(y, context)
 
 
-def check_gradients(module: InvertibleModule, x: Tensor, *, parameters: bool = True) -> None:
-    """``torch.autograd.gradcheck`` (float64, fast mode) of forward and inverse, w.r.t. input and parameters.
+def check_gradients(module: InvertibleModule, x: Tensor, *, parameters: bool = True,
+                    context: Tensor | None = None) -> None:
+    """``torch.autograd.gradcheck`` (float64, fast mode) of forward and inverse, w.r.t. input and parameters (and
+    the ``context`` of a conditional module).
 
     Raises:
         ContractError: naming the direction whose analytic gradient disagrees with finite differences.
@@ -288,7 +318,7 @@ def check_gradients(module: InvertibleModule, x: Tensor, *, parameters: bool = T
         raise ValueError("check_gradients needs float64 inputs and parameters (module.double())")
     with _eval_mode(module):
         with torch.no_grad():
-            y, _ = module(x)
+            y, _ = module(x, context)
         for direction, wrapper, inp in (("forward", module, x), ("inverse", _Inverse(module), y)):
             prefix = "" if wrapper is module else "inner."
             names = [prefix + n for n, p in module.named_parameters() if p.requires_grad] if parameters else []
@@ -297,9 +327,13 @@ def check_gradients(module: InvertibleModule, x: Tensor, *, parameters: bool = T
 
             def fn(v: Tensor, *ps: Tensor, wrapper: nn.Module = wrapper, names: list[str] = names
                    ) -> tuple[Tensor, Tensor]:
-                return torch.func.functional_call(wrapper, dict(zip(names, ps)), (v,), strict=False)
+                if context is None:
+                    return torch.func.functional_call(wrapper, dict(zip(names, ps)), (v,), strict=False)
+                *ps, c = ps
+                return torch.func.functional_call(wrapper, dict(zip(names, ps)), (v, c), strict=False)
 
-            inputs = (inp.detach().clone().requires_grad_(True), *values)
+            given = () if context is None else (context.detach().clone().requires_grad_(True),)
+            inputs = (inp.detach().clone().requires_grad_(True), *values, *given)
             try:
                 torch.autograd.gradcheck(fn, inputs, fast_mode=True, atol=1e-6, rtol=1e-4)
             except Exception as err:  # gradcheck raises GradcheckError (a RuntimeError)
