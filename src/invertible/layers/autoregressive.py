@@ -14,7 +14,9 @@ is rebuilt one entry at a time in the order, one network pass per entry (``D`` p
 :class:`~invertible.Inverse` for an inverse autoregressive flow (IAF: fast sampling, sequential density).
 
 Conditional layers (``context=F``): the context enters the first masked layer with degree 0, connected to every
-hidden unit, so every ``theta_i`` may depend on it and the Jacobian in ``x`` stays triangular.
+hidden unit, and the hidden degrees run from 0 (``0..D-1``, cyclically): units of degree 0 see the context only and
+feed every entry, so every ``theta_i``, the first entry's included, depends on the context, and the Jacobian in
+``x`` stays triangular.
 """
 
 from __future__ import annotations
@@ -131,7 +133,10 @@ class MADE(nn.Module):
         degrees[perm] = torch.arange(1, features + 1)
         self.features, self.params, self.context = features, params, context
         self.register_buffer("degrees", degrees)
-        hidden_degrees = torch.arange(hidden) % max(features - 1, 1) + 1
+        if context is None:
+            hidden_degrees = torch.arange(hidden) % max(features - 1, 1) + 1
+        else:  # degrees from 0: units of degree 0 see the context only and feed every entry, the first included
+            hidden_degrees = torch.arange(hidden) % features
         modules: list[nn.Module] = []
         previous = torch.cat([degrees, torch.zeros(context or 0, dtype=torch.long)])  # the context has degree 0
         for _ in range(layers):

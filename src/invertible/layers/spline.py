@@ -18,7 +18,7 @@ __all__ = ["RationalQuadraticSpline", "SplineCoupling"]
 
 
 def _flat_sum(t: Tensor) -> Tensor:
-    return t.reshape(t.shape[0], -1).sum(dim=1)
+    return t.flatten(1).sum(dim=1)
 
 
 class RationalQuadraticSpline(InvertibleModule):
