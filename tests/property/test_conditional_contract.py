@@ -183,7 +183,8 @@ def test_a_conditional_layer_needs_its_context() -> None:
 
 
 @pytest.mark.parametrize("context, error, message", [
-    (torch.zeros(2, 2), ValueError, r"DenseFlow.forward expects a context of shape \(batch, 3\) with batch = 2 .*got \(2, 2\)"),
+    (torch.zeros(2, 2), ValueError,
+     r"DenseFlow.forward expects a context of shape \(batch, 3\) with batch = 2 .*got \(2, 2\)"),
     (torch.zeros(3, 3), ValueError, r"with batch = 2 \(the input's\), got \(3, 3\)"),
     (torch.zeros(2, 3, 5), ValueError, r"got \(2, 3, 5\)"),
     (torch.zeros(2, 3, dtype=torch.float64), TypeError, r"context is torch.float64 .* input is torch.float32"),
