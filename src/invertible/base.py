@@ -229,6 +229,9 @@ class InvertibleModule(nn.Module):
     Class attributes:
         inverse_kind: ``"analytic"`` (closed form) or ``"iterative"`` (fixed point; reports convergence).
         logdet_kind: ``"exact"``, or ``"estimated"`` where the log-det is a stochastic or truncated estimate.
+        logdet_rounding: unit round-offs that the analytic log-det may spend per entry (the contract checker's
+            error model counts ``D`` entries as ``D * logdet_rounding`` terms; 1 for a log-det that takes one
+            rounded log or sum per entry; a layer that needs more states it with the measurement that backs it).
     Instance attributes set by subclasses for input validation:
         channels: size of dimension 1 that the layer expects, or ``None`` for any.
         out_channels: size of dimension 1 of the output (what ``inverse`` expects), if it differs from
@@ -241,6 +244,7 @@ class InvertibleModule(nn.Module):
 
     inverse_kind: ClassVar[str] = "analytic"
     logdet_kind: ClassVar[str] = "exact"
+    logdet_rounding: ClassVar[float] = 1.0
 
     def __init__(self, channels: int | None = None, ranks: tuple[int, ...] = (2, 4)) -> None:
         super().__init__()
@@ -250,6 +254,12 @@ class InvertibleModule(nn.Module):
         self.in_shape: tuple[int, ...] | None = None
         self.out_shape: tuple[int, ...] | None = None
         self.context_features: int | None = None
+
+    def rounding_floor(self) -> float:
+        """The magnitude below which this layer's rounding errors stop shrinking with an entry's own magnitude: 0
+        for layers that scale and shift entries; a spline's bound ``B`` (it computes ``x - x_k`` with knots up to
+        ``B``). The contract checker's error model measures each entry as ``|x_i| + floor``."""
+        return 0.0
 
     # -- public API ---------------------------------------------------------------------------------------
     def forward(self, x: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:

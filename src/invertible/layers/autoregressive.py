@@ -31,7 +31,7 @@ from torch import Tensor, nn
 from ..base import Bounds, InvertibleModule
 from .nets import lipschitz_bound
 from .scale import ScaleFunction, make_scale
-from .spline_math import SplineSettings, rq_forward, rq_inverse
+from .spline_math import SPLINE_LOGDET_ROUNDING, SplineSettings, rq_forward, rq_inverse
 
 __all__ = ["MADE", "MaskedAffineAutoregressive", "MaskedLinear", "MaskedSplineAutoregressive"]
 
@@ -327,6 +327,11 @@ class MaskedSplineAutoregressive(_Autoregressive):
         >>> bool(torch.allclose(x_back, x, atol=1e-10)) and bool(torch.allclose(logdet_inv, -logdet))
         True
     """
+
+    logdet_rounding = SPLINE_LOGDET_ROUNDING
+
+    def rounding_floor(self) -> float:
+        return float(self.settings.bound)
 
     def __init__(self, features: int, *, bins: int = 8, bound: float = 3.0, min_width: float = 1e-3,
                  min_height: float = 1e-3, min_derivative: float = 1e-3, max_derivative: float = 1e3,

@@ -12,13 +12,21 @@ from torch import Tensor, nn
 from ..base import Bounds, InvertibleModule
 from .coupling import Mask, Net, _Coupling
 from .nets import lipschitz_bound
-from .spline_math import Knots, SplineSettings, block_norm, rq_derivative_bounds, rq_forward, rq_inverse
+from .spline_math import (
+    SPLINE_LOGDET_ROUNDING,
+    Knots,
+    SplineSettings,
+    block_norm,
+    rq_derivative_bounds,
+    rq_forward,
+    rq_inverse,
+)
 
 __all__ = ["RationalQuadraticSpline", "SplineCoupling"]
 
 
 def _flat_sum(t: Tensor) -> Tensor:
-    return t.flatten(1).sum(dim=1)
+    return t.flatten(1).sum(dim=1) if t.dim() > 1 else t
 
 
 class RationalQuadraticSpline(InvertibleModule):
@@ -54,6 +62,11 @@ class RationalQuadraticSpline(InvertibleModule):
         >>> bool(torch.allclose(x_back, x, atol=1e-12)) and bool(torch.allclose(logdet_inv, -logdet))
         True
     """
+
+    logdet_rounding = SPLINE_LOGDET_ROUNDING
+
+    def rounding_floor(self) -> float:
+        return float(self.settings.bound)
 
     def __init__(self, channels: int, *, bins: int = 8, bound: float = 3.0, min_width: float = 1e-3,
                  min_height: float = 1e-3, min_derivative: float = 1e-3, max_derivative: float = 1e3) -> None:
@@ -140,6 +153,11 @@ class SplineCoupling(_Coupling):
         >>> bool(torch.allclose(conditional.inverse(conditional(x, c)[0], c)[0], x, atol=1e-10))
         True
     """
+
+    logdet_rounding = SPLINE_LOGDET_ROUNDING
+
+    def rounding_floor(self) -> float:
+        return float(self.settings.bound)
 
     def __init__(self, channels: int, *, bins: int = 8, bound: float = 3.0, min_width: float = 1e-3,
                  min_height: float = 1e-3, min_derivative: float = 1e-3, max_derivative: float = 1e3,

@@ -85,7 +85,6 @@ layer): at fixed ``x``, with ``r = (g - y_k) / h_k``, one finds ``|s dr/ds| = s 
 + ((d_max - d_min) / 4 * w_max / 2)^2`` (``U`` the global upper bound on ``g'``, ``w_max = 2B (1 - (K-1) m_w)``).
 """
 
-from __future__ import annotations
 
 import math
 from dataclasses import dataclass
@@ -94,8 +93,14 @@ from typing import NamedTuple
 import torch
 from torch import Tensor
 
-__all__ = ["Knots", "SplineBounds", "SplineSettings", "block_norm", "quadratic_root", "rq_derivative_bounds",
-           "rq_forward", "rq_inverse"]
+__all__ = ["SPLINE_LOGDET_ROUNDING", "Knots", "SplineBounds", "SplineSettings", "block_norm", "quadratic_root",
+           "rq_derivative_bounds", "rq_forward", "rq_inverse"]
+
+
+#: Unit round-offs per entry that the spline's analytic log-derivative may spend (``InvertibleModule.
+#: logdet_rounding``): ``log g' = 2 log s + log(d_{k+1} xi^2 + 2 s xi eta + d_k eta^2) - 2 log(denominator)`` takes
+#: three rounded logarithms of terms that can be far larger than their difference, and ``xi`` is itself rounded.
+SPLINE_LOGDET_ROUNDING = 4.0
 
 
 class Knots(NamedTuple):

@@ -120,13 +120,10 @@ def examples(tag: str | None = None, conditional: bool = False) -> Iterator[tupl
 
 def example_strategy(name: str) -> Any:
     """A hypothesis strategy of ``(module, x)`` (``(module, x, context)`` for a conditional example) for example
-    ``name``, drawn over its search space."""
-    from hypothesis import strategies as st
+    ``name``, drawn over its search space (the same as :func:`invertible.testing.strategies.examples`)."""
+    from .strategies import examples as example_draws
 
-    example = get_example(name)
-    if example.space is None:
-        return st.sampled_from(example.configs).map(lambda c: example.build(**c))
-    return st.fixed_dictionaries(example.space()).map(lambda params: example.build(**params))
+    return example_draws(name)
 
 
 def randomize_(module: nn.Module, scale: float = 0.3, seed: int = 0) -> nn.Module:
