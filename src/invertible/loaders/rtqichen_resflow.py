@@ -195,7 +195,10 @@ def infer_resflow_config(state_dict: Mapping[str, Tensor], args: Mapping[str, An
     kernels = [int(w.shape[-1]) for w in convs]
     in_channels, hidden = int(convs[0].shape[1]), int(convs[0].shape[0])
     dims = first.get(f"nnet.{conv_index[0]}.spatial_dims")
-    if dims is not None and dims.numel() == 2:
+    initialized = first.get(f"nnet.{conv_index[0]}.initialized")
+    # residual-flows records the input size on a layer's first forward pass; before it, the buffer holds the
+    # placeholder [1, 1] and `initialized` is 0, so the size comes from args.imagesize
+    if dims is not None and dims.numel() == 2 and (initialized is None or bool(initialized)):
         height, width = (int(v) for v in dims.tolist())
     else:
         height = width = int(_arg(args, "imagesize"))
