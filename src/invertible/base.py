@@ -29,6 +29,17 @@ Optional hooks, with generic defaults that are right for every layer (override t
 Subclasses implement ``_forward`` and ``_inverse``; the public ``forward``/``inverse`` validate the input first
 (rank, channel count, and, at the outermost call only, finiteness) and raise a :class:`ValueError` that names the
 layer and says how to fix the call.
+
+Conditional layers (context inputs). A layer built for a context of ``F`` features (``context_features = F``) is
+called as ``y, logdet = layer(x, context)`` and ``x, logdet_inv = layer.inverse(y, context)``: for every fixed
+context it is a bijection of ``x`` with the contract above (its log-dets and Lipschitz bounds are those of
+``x -> f(x; c)``, and its bounds hold at every context). ``context`` has shape ``(batch, F)`` or
+``(batch, F, *spatial)`` with the spatial shape of ``x``; sample ``i``'s output depends on ``x_i`` and
+``context_i`` only. Such a layer implements ``_forward(x, context)`` and ``_inverse(y, context)``; the public
+methods check the context first (presence, shape, dtype, device, finiteness at the outermost call). A layer
+that takes no context (``context_features = None``, every layer by default) refuses one with a
+:class:`TypeError`, and is called exactly as before (``_forward(x)``): the unconditional path is unchanged.
+:class:`Sequential` hands the context to its conditional layers only.
 """
 
 from __future__ import annotations
@@ -58,6 +69,7 @@ __all__ = [
     "logdet_zeros",
     "numel_per_channel",
     "per_sample",
+    "shared_context",
 ]
 
 
@@ -245,6 +257,7 @@ class InvertibleModule(nn.Module):
         ranks: allowed input ranks, e.g. ``(2, 4)`` for flat ``(B, D)`` and image ``(B, C, H, W)`` tensors.
         in_shape, out_shape: the whole per-sample shape of the input and of the output (what ``inverse``
             expects), for models built for one size (Glow for ``(C, H, W)`` images); ``None`` accepts any.
+        context_features: the number of context features a conditional layer takes (``None``: no context).
     """
 
     inverse_kind: ClassVar[str] = "analytic"
@@ -258,6 +271,7 @@ class InvertibleModule(nn.Module):
         self.ranks = ranks
         self.in_shape: tuple[int, ...] | None = None
         self.out_shape: tuple[int, ...] | None = None
+        self.context_features: int | None = None
 
     def rounding_floor(self) -> float:
         """The magnitude below which this layer's rounding errors stop shrinking with an entry's own magnitude: 0
@@ -266,17 +280,25 @@ class InvertibleModule(nn.Module):
         return 0.0
 
     # -- public API ---------------------------------------------------------------------------------------
-    def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
-        """Return ``(f(x), log|det df/dx|)`` with the log-det per sample, shape ``(batch,)``."""
+    def forward(self, x: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        """Return ``(f(x), log|det df/dx|)`` with the log-det per sample, shape ``(batch,)``; ``context`` only
+        for conditional layers (module docstring)."""
         with _nested() as outer:
             self._validate(x, "forward", outer)
-            return self._forward(x)
+            if context is None and self.context_features is None:
+                return self._forward(x)
+            self._validate_context(context, x, "forward", outer)
+            return self._forward(x, context)  # type: ignore[call-arg]
 
-    def inverse(self, y: Tensor) -> tuple[Tensor, Tensor]:
-        """Return ``(f^-1(y), log|det df^-1/dy|)`` with the log-det per sample, shape ``(batch,)``."""
+    def inverse(self, y: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        """Return ``(f^-1(y), log|det df^-1/dy|)`` with the log-det per sample, shape ``(batch,)``; ``context``
+        only for conditional layers (the same context as in the forward call)."""
         with _nested() as outer:
             self._validate(y, "inverse", outer)
-            return self._inverse(y)
+            if context is None and self.context_features is None:
+                return self._inverse(y)
+            self._validate_context(context, y, "inverse", outer)
+            return self._inverse(y, context)  # type: ignore[call-arg]
 
     def lipschitz_bounds(self) -> Bounds:
         """Global upper bounds ``(Lip(f), Lip(f^-1))``; ``None`` where no global bound exists."""
@@ -293,6 +315,10 @@ class InvertibleModule(nn.Module):
         inputs it sees (affine couplings: see :mod:`invertible.bounds.local`). Runs without a graph and lets
         non-finite values through.
         """
+        if self.context_features is not None:
+            raise NotImplementedError(
+                f"{type(self).__name__}.local_bounds: local bounds of a conditional layer (context_features="
+                f"{self.context_features}) are not implemented; its lipschitz_bounds() hold at every context")
         with torch.no_grad(), allow_nonfinite():
             return self._local_bounds(x)
 
@@ -304,6 +330,9 @@ class InvertibleModule(nn.Module):
     def _relinearize(self, out: Tensor, direction: str, need_input_grad: bool) -> Relinearized:
         """Rebuild the input from ``out`` (the output of the map, ``direction="forward"``, or of its inverse) and
         recompute the local graph: one call of the other direction without a graph, one call with a graph."""
+        if self.context_features is not None:
+            raise NotImplementedError(f"{type(self).__name__}: memory-saving backprop does not pass contexts yet; "
+                                      "train conditional layers with standard backprop")
         apply, undo = (self.forward, self.inverse) if direction == "forward" else (self.inverse, self.forward)
         with torch.no_grad():
             rebuilt = undo(out)[0]
@@ -379,6 +408,40 @@ class InvertibleModule(nn.Module):
                 "Wrap the call in `with invertible.allow_nonfinite():` to let it through (diagnostics do)."
             )
 
+    def _validate_context(self, context: Tensor | None, x: Tensor, direction: str, outer: bool) -> None:
+        """Check the context of a call (only reached when a context is given or the layer needs one)."""
+        name = f"{type(self).__name__}.{direction}"
+        features = self.context_features
+        if features is None:
+            raise TypeError(
+                f"{name} takes no context: this layer is not conditional. Give the context to conditional layers "
+                "(couplings and autoregressive layers built with context=F), or to a Sequential or flow that holds "
+                "them, which passes it on to those layers only")
+        if context is None:
+            raise TypeError(f"{name}: this layer is conditional (built with context={features}) and needs a context "
+                            f"of shape (batch, {features}): call it as layer(x, context)")
+        if not isinstance(context, Tensor):
+            raise TypeError(f"{name} expects the context as a torch.Tensor, got {type(context).__name__}")
+        if not context.is_floating_point():
+            raise TypeError(f"{name}: the context is {context.dtype}; it must be floating point like the input "
+                            f"(context.to(x.dtype); class labels: F.one_hot(labels, classes).to(x.dtype))")
+        spatial = tuple(x.shape[2:])
+        if (context.dim() < 2 or context.shape[0] != x.shape[0] or context.shape[1] != features
+                or (context.dim() > 2 and tuple(context.shape[2:]) != spatial)):
+            shapes = f"(batch, {features})" + (f" or (batch, {features}, {', '.join(map(str, spatial))})"
+                                                if spatial else "")
+            raise ValueError(f"{name} expects a context of shape {shapes} with batch = {x.shape[0]} (the "
+                             f"input's), got {tuple(context.shape)}")
+        if context.dtype != x.dtype or context.device != x.device:
+            raise TypeError(f"{name}: the context is {context.dtype} on {context.device} but the input is {x.dtype} "
+                            f"on {x.device}; move one to match, e.g. context.to(x)")
+        if not outer or _nonfinite_allowed() or torch._C._functorch.is_functorch_wrapped_tensor(context):
+            return
+        if not bool(torch.isfinite(context).all()):
+            raise ValueError(f"{name}: the context contains {_describe_nonfinite(context)}; invertible layers refuse "
+                             "non-finite input. Wrap the call in `with invertible.allow_nonfinite():` to let it "
+                             "through.")
+
     def _load_from_state_dict(
         self, state_dict: dict[str, Any], prefix: str, *args: Any, **kwargs: Any
     ) -> None:
@@ -401,6 +464,17 @@ class InvertibleModule(nn.Module):
         return "" if self.channels is None else f"channels={self.channels}"
 
 
+def shared_context(layers: Sequence[InvertibleModule], where: str) -> int | None:
+    """The context size that the conditional ``layers`` share (``None`` if none is conditional); layers that
+    take contexts of different sizes are refused, since a container passes one context to all of them."""
+    sizes = {i: layer.context_features for i, layer in enumerate(layers) if layer.context_features is not None}
+    if len(set(sizes.values())) > 1:
+        listed = ", ".join(f"layer {i}: {f}" for i, f in sizes.items())
+        raise ValueError(f"{where}: the conditional layers take contexts of different sizes ({listed}); one context "
+                         "is passed to all of them, so build them for the same number of context features")
+    return next(iter(sizes.values()), None)
+
+
 def per_sample(value: Tensor, x: Tensor) -> Tensor:
     """Broadcast a scalar log-det to one entry per sample of ``x``."""
     return value.expand(x.shape[0]).contiguous()
@@ -419,6 +493,8 @@ def numel_per_channel(x: Tensor) -> int:
 class Sequential(InvertibleModule):
     """Composition ``f = f_n o ... o f_1``: log-dets add, inverses run in reverse, bounds multiply.
 
+    A context (``flow(x, context)``) goes to the conditional layers only; they must share one context size.
+
     Example:
         >>> import torch, invertible
         >>> flow = invertible.Sequential(invertible.ActNorm(4), invertible.Permutation(4, kind="reverse"))
@@ -435,6 +511,7 @@ class Sequential(InvertibleModule):
             if not isinstance(layer, InvertibleModule):
                 raise TypeError(f"Sequential: layer {i} is a {type(layer).__name__}, not an InvertibleModule")
         self.layers = nn.ModuleList(layers)
+        self.context_features = shared_context(layers, "Sequential")
 
     def __len__(self) -> int:
         return len(self.layers)
@@ -450,17 +527,17 @@ class Sequential(InvertibleModule):
             raise ValueError("Sequential: no layers to apply")
         super()._validate(x, direction, outer)
 
-    def _forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
+    def _forward(self, x: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
         total = logdet_zeros(x)
         for layer in self.layers:
-            x, logdet = layer(x)
+            x, logdet = layer(x) if layer.context_features is None else layer(x, context)
             total = total + logdet
         return x, total
 
-    def _inverse(self, y: Tensor) -> tuple[Tensor, Tensor]:
+    def _inverse(self, y: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
         total = logdet_zeros(y)
         for layer in reversed(self.layers):
-            y, logdet = layer.inverse(y)
+            y, logdet = layer.inverse(y) if layer.context_features is None else layer.inverse(y, context)
             total = total + logdet
         return y, total
 
@@ -514,12 +591,13 @@ class Inverse(InvertibleModule):
         self.out_channels = layer.channels
         self.in_shape, self.out_shape = layer.out_shape, layer.in_shape
         self.layer = layer
+        self.context_features = layer.context_features
 
-    def _forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
-        return self.layer.inverse(x)
+    def _forward(self, x: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        return self.layer.inverse(x, context)
 
-    def _inverse(self, y: Tensor) -> tuple[Tensor, Tensor]:
-        return self.layer(y)
+    def _inverse(self, y: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        return self.layer(y, context)
 
     def lipschitz_bounds(self) -> Bounds:
         fwd, inv = self.layer.lipschitz_bounds()

@@ -141,8 +141,10 @@ def test_bad_orders_and_nets_are_refused() -> None:
         MaskedAffineAutoregressive(3, order=[0, 0, 1])
     with pytest.raises(ValueError, match=r"order must be 'forward', 'reverse'"):
         MaskedSplineAutoregressive(3, order="random")
-    with pytest.raises(ValueError, match="scale_fn must be one of"):
-        MaskedAffineAutoregressive(3, scale_fn="sigmoid")
+    with pytest.raises(ValueError, match="MaskedAffineAutoregressive: scale_fn must be one of"):
+        MaskedAffineAutoregressive(3, scale_fn="softplus")  # every registered scale function is accepted
+    with pytest.raises(ValueError, match="max_scale must be > 1"):
+        MaskedAffineAutoregressive(3, scale_fn="tanh_exp", max_scale=0.5)
     with pytest.raises(ValueError, match="net must be 'mlp'"):
         SplineCoupling(4, net="resnet")
     with pytest.raises(ValueError, match="at least 2 channels"):

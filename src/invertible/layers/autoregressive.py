@@ -12,6 +12,11 @@ The forward (density) direction is one network pass; the inverse (sampling) dire
 is rebuilt one entry at a time in the order, one network pass per entry (``D`` passes; measured in
 ``tests/numerical/test_autoregressive.py``: the inverse costs about ``D`` times the forward). Wrap a layer in
 :class:`~invertible.Inverse` for an inverse autoregressive flow (IAF: fast sampling, sequential density).
+
+Conditional layers (``context=F``): the context enters the first masked layer with degree 0, connected to every
+hidden unit, and the hidden degrees run from 0 (``0..D-1``, cyclically): units of degree 0 see the context only and
+feed every entry, so every ``theta_i``, the first entry's included, depends on the context, and the Jacobian in
+``x`` stays triangular.
 """
 
 from __future__ import annotations
@@ -24,12 +29,11 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..base import Bounds, InvertibleModule
-from ..nets import lipschitz_bound
+from .nets import lipschitz_bound
+from .scale import ScaleFunction, make_scale
 from .spline_math import SPLINE_LOGDET_ROUNDING, SplineSettings, rq_forward, rq_inverse
 
 __all__ = ["MADE", "MaskedAffineAutoregressive", "MaskedLinear", "MaskedSplineAutoregressive"]
-
-AFFINE_SCALES = ("exp", "tanh_exp")
 
 
 class MaskedLinear(nn.Module):
@@ -59,7 +63,7 @@ class MaskedLinear(nn.Module):
 
 
 def _connectivity(masks: list[Tensor], features: int, params: int) -> Tensor:
-    paths = torch.eye(features, dtype=torch.float64)
+    paths = torch.eye(masks[0].shape[1], features, dtype=torch.float64)  # context inputs (after x) reach no x_j
     for mask in masks:
         paths = (mask.detach().double().cpu() @ paths > 0).double()
     return paths.view(features, params, features).amax(dim=1) > 0
@@ -99,6 +103,8 @@ class MADE(nn.Module):
         order: the autoregressive order: ``"forward"`` (``0, 1, ..., D-1``), ``"reverse"``, or a permutation
             listing the entries in the order they are generated.
         zero_init: zero-initialise the output layer (the transform starts at its identity parameters).
+        context: number of context features (inputs after ``x``, degree 0: connected to every hidden unit), or
+            ``None``.
 
     Output unit ``i * params + j`` is parameter ``j`` of entry ``i``. The degrees are buffers (``degrees``).
 
@@ -113,19 +119,26 @@ class MADE(nn.Module):
     """
 
     def __init__(self, features: int, params: int, *, hidden: int = 64, layers: int = 2,
-                 order: str | list[int] | Tensor = "forward", zero_init: bool = True) -> None:
+                 order: str | list[int] | Tensor = "forward", zero_init: bool = True, context: int | None = None
+                 ) -> None:
         super().__init__()
         if features < 1 or params < 1 or hidden < 1 or layers < 1:
             raise ValueError(f"MADE: features, params, hidden and layers must be >= 1, got {features}, {params}, "
                              f"{hidden}, {layers}")
+        if context is not None and (not isinstance(context, int) or context < 1):
+            raise ValueError(f"MADE: context must be the number of context features (an int >= 1) or None, got "
+                             f"{context!r}")
         perm = _order(order, features)
         degrees = torch.empty(features, dtype=torch.long)
         degrees[perm] = torch.arange(1, features + 1)
-        self.features, self.params = features, params
+        self.features, self.params, self.context = features, params, context
         self.register_buffer("degrees", degrees)
-        hidden_degrees = torch.arange(hidden) % max(features - 1, 1) + 1
+        if context is None:
+            hidden_degrees = torch.arange(hidden) % max(features - 1, 1) + 1
+        else:  # degrees from 0: units of degree 0 see the context only and feed every entry, the first included
+            hidden_degrees = torch.arange(hidden) % features
         modules: list[nn.Module] = []
-        previous = degrees
+        previous = torch.cat([degrees, torch.zeros(context or 0, dtype=torch.long)])  # the context has degree 0
         for _ in range(layers):
             modules += [MaskedLinear(hidden_degrees[:, None] >= previous[None, :]), nn.ReLU()]
             previous = hidden_degrees
@@ -134,10 +147,12 @@ class MADE(nn.Module):
         self.net = nn.Sequential(*modules)
 
     def forward(self, x: Tensor, context: Tensor | None = None) -> Tensor:
-        """``theta`` of shape ``(B, D, params)``; ``context`` is reserved for conditional flows (must be None)."""
-        if context is not None:
-            raise NotImplementedError("MADE: context inputs are not supported yet")
-        return self.net(x).view(x.shape[0], self.features, self.params)
+        """``theta`` of shape ``(B, D, params)``; ``context`` ``(B, F)`` for a MADE built with ``context=F``."""
+        if (context is None) != (self.context is None):
+            raise TypeError(f"MADE: built with context={self.context}, called with "
+                            f"{'no context' if context is None else 'a context'}")
+        inputs = x if context is None else torch.cat([x, context], dim=1)
+        return self.net(inputs).view(x.shape[0], self.features, self.params)
 
     def masked_layers(self) -> list[MaskedLinear]:
         return [m for m in self.net if isinstance(m, MaskedLinear)]
@@ -173,9 +188,11 @@ class _Autoregressive(InvertibleModule):
     """One MADE pass forward; ``D`` passes (one per entry, in the order) inverse."""
 
     def __init__(self, features: int, params: int, hidden: int, layers: int, order: str | list[int] | Tensor,
-                 zero_init: bool) -> None:
+                 zero_init: bool, context: int | None) -> None:
         super().__init__(channels=features, ranks=(2,))
-        self.made = MADE(features, params, hidden=hidden, layers=layers, order=order, zero_init=zero_init)
+        self.made = MADE(features, params, hidden=hidden, layers=layers, order=order, zero_init=zero_init,
+                         context=context)
+        self.context_features = context
 
     def _validate(self, x: Tensor, direction: str, outer: bool) -> None:
         try:
@@ -198,43 +215,44 @@ class _Autoregressive(InvertibleModule):
         """``theta`` ``(B, D, params)``; ``theta_i`` depends on the entries before ``i`` only."""
         return self.made(x, context)
 
-    def _forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
-        y, logd = self._transform(x, self.raw_params(x))
+    def _forward(self, x: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        y, logd = self._transform(x, self.raw_params(x, context))
         return y, logd.sum(dim=1)
 
-    def _inverse(self, y: Tensor) -> tuple[Tensor, Tensor]:
+    def _inverse(self, y: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
         x = torch.zeros_like(y)
         logdet = y.new_zeros(y.shape[0])
         order = torch.argsort(self.made.degrees).tolist()
         for i in order:  # theta_i needs x_<i only, which earlier steps filled in
-            theta = self.raw_params(x)[:, i : i + 1]
+            theta = self.raw_params(x, context)[:, i : i + 1]
             xi, logd = self._untransform(y[:, i : i + 1], theta)
             x = torch.cat([x[:, :i], xi, x[:, i + 1 :]], dim=1)
             logdet = logdet - logd[:, 0]
         return x, logdet
 
-
-def _affine_scale(h: Tensor, fn: str, max_scale: float) -> tuple[Tensor, Tensor]:
-    log_s = h if fn == "exp" else math.log(max_scale) * torch.tanh(h)
-    return torch.exp(log_s), log_s
+    def _extra(self) -> str:
+        return "" if self.context_features is None else f", context={self.context_features}"
 
 
 class MaskedAffineAutoregressive(_Autoregressive):
     r"""Masked affine autoregressive transform (MAF): ``y_i = x_i s_i + t_i`` with ``(t_i, s_i)`` from ``x_<i``.
 
     Math:
-        forward ``y_i = x_i s_i + t_i`` (one MADE pass), ``s_i = exp(h_i)`` (``"exp"``, MAF) or
-        ``exp(log(M) tanh(h_i))`` (``"tanh_exp"``, in ``(1/M, M)``), ``(t_i, h_i) = MADE(x)_i``; inverse
-        ``x_i = (y_i - t_i) / s_i`` for ``i`` in the order, **sequentially** (``D`` MADE passes);
-        ``log|det J| = sum_i log s_i`` (the Jacobian is triangular in the order). No global Lipschitz bound
-        exists (the off-diagonal entries contain ``x_i ds_i/dx_j``, unbounded in ``x_i``), so
-        ``lipschitz_bounds()`` is ``(None, None)``, as for affine couplings.
+        forward ``y_i = x_i s_i + t_i`` (one MADE pass), ``s_i = g(h_i)`` with ``g`` a scale function
+        (:mod:`~invertible.layers.scale`: ``"exp"``, MAF's, by default; ``"tanh_exp"`` keeps ``s`` in
+        ``(1/M, M)``; any registered name or :class:`~invertible.layers.scale.ScaleFunction`),
+        ``(t_i, h_i) = MADE(x)_i``; inverse ``x_i = (y_i - t_i) / s_i`` for ``i`` in the order,
+        **sequentially** (``D`` MADE passes); ``log|det J| = sum_i log s_i`` (the Jacobian is triangular in the
+        order). No global Lipschitz bound exists (the off-diagonal entries contain ``x_i ds_i/dx_j``, unbounded
+        in ``x_i``), so ``lipschitz_bounds()`` is ``(None, None)``, as for affine couplings.
 
     Args:
         features: ``D``.
-        hidden, layers, order, zero_init: the MADE (:class:`MADE`).
-        scale_fn: ``"exp"`` or ``"tanh_exp"``.
-        max_scale: ``M`` of ``"tanh_exp"``.
+        hidden, layers, order, zero_init, context: the MADE (:class:`MADE`); ``context=F`` makes the layer
+            conditional (``layer(x, context)``, context ``(B, F)``).
+        scale_fn: the scale function, a registered name or a :class:`~invertible.layers.scale.ScaleFunction`.
+        max_scale, shift, eps: parameters of a scale function given by name (``M`` of ``"tanh_exp"``; the sigmoid
+            variants' offset and constant).
 
     Example:
         >>> layer = MaskedAffineAutoregressive(3, hidden=8, zero_init=False).double()
@@ -243,27 +261,41 @@ class MaskedAffineAutoregressive(_Autoregressive):
         >>> x_back, logdet_inv = layer.inverse(y)  # three MADE passes
         >>> bool(torch.allclose(x_back, x, atol=1e-12)) and bool(torch.allclose(logdet_inv, -logdet))
         True
+        >>> layer.scale
+        Exp()
     """
 
     def __init__(self, features: int, *, hidden: int = 64, layers: int = 2, order: str | list[int] | Tensor =
-                 "forward", zero_init: bool = True, scale_fn: str = "exp", max_scale: float = 2.0) -> None:
-        if scale_fn not in AFFINE_SCALES:
-            raise ValueError(f"MaskedAffineAutoregressive: scale_fn must be one of {AFFINE_SCALES}, got {scale_fn!r}")
-        if scale_fn == "tanh_exp" and not max_scale > 1:
-            raise ValueError(f"MaskedAffineAutoregressive: max_scale must be > 1, got {max_scale}")
-        super().__init__(features, 2, hidden, layers, order, zero_init)
-        self.scale_fn, self.max_scale = scale_fn, max_scale
+                 "forward", zero_init: bool = True, scale_fn: str | ScaleFunction = "exp",
+                 max_scale: float | None = None, shift: float | None = None, eps: float | None = None,
+                 context: int | None = None) -> None:
+        try:
+            scale = make_scale(scale_fn, shift=shift, eps=eps, max_scale=max_scale)
+        except ValueError as exc:
+            raise ValueError(f"MaskedAffineAutoregressive: {exc}") from None
+        super().__init__(features, 2, hidden, layers, order, zero_init, context)
+        self.scale = scale
+
+    @property
+    def scale_fn(self) -> str:
+        """The scale function's registered name."""
+        return self.scale.name
+
+    @property
+    def max_scale(self) -> float | None:
+        """The scale function's ``max_scale`` (``None`` if it has none)."""
+        return getattr(self.scale, "max_scale", None)
 
     def _transform(self, x: Tensor, theta: Tensor) -> tuple[Tensor, Tensor]:
-        s, log_s = _affine_scale(theta[..., 1], self.scale_fn, self.max_scale)
+        s, log_s = self.scale(theta[..., 1])
         return x * s + theta[..., 0], log_s
 
     def _untransform(self, y: Tensor, theta: Tensor) -> tuple[Tensor, Tensor]:
-        s, log_s = _affine_scale(theta[..., 1], self.scale_fn, self.max_scale)
+        s, log_s = self.scale(theta[..., 1])
         return (y - theta[..., 0]) / s, log_s
 
     def extra_repr(self) -> str:
-        return f"features={self.channels}, scale_fn={self.scale_fn!r}"
+        return f"features={self.channels}, scale={self.scale!r}{self._extra()}"
 
 
 class MaskedSplineAutoregressive(_Autoregressive):
@@ -284,7 +316,8 @@ class MaskedSplineAutoregressive(_Autoregressive):
         features: ``D``.
         bins, bound, min_width, min_height, min_derivative, max_derivative: the spline
             (:class:`~invertible.layers.spline_math.SplineSettings`).
-        hidden, layers, order, zero_init: the MADE (:class:`MADE`).
+        hidden, layers, order, zero_init, context: the MADE (:class:`MADE`); ``context=F`` makes the layer
+            conditional (the bounds hold at every context).
 
     Example:
         >>> layer = MaskedSplineAutoregressive(3, bins=4, hidden=8, zero_init=False).double()
@@ -303,9 +336,9 @@ class MaskedSplineAutoregressive(_Autoregressive):
     def __init__(self, features: int, *, bins: int = 8, bound: float = 3.0, min_width: float = 1e-3,
                  min_height: float = 1e-3, min_derivative: float = 1e-3, max_derivative: float = 1e3,
                  hidden: int = 64, layers: int = 2, order: str | list[int] | Tensor = "forward",
-                 zero_init: bool = True) -> None:
+                 zero_init: bool = True, context: int | None = None) -> None:
         settings = SplineSettings(bins, bound, min_width, min_height, min_derivative, max_derivative)
-        super().__init__(features, settings.params, hidden, layers, order, zero_init)
+        super().__init__(features, settings.params, hidden, layers, order, zero_init, context)
         self.settings = settings
 
     def _transform(self, x: Tensor, theta: Tensor) -> tuple[Tensor, Tensor]:
@@ -332,4 +365,4 @@ class MaskedSplineAutoregressive(_Autoregressive):
 
     def extra_repr(self) -> str:
         s = self.settings
-        return f"features={self.channels}, bins={s.bins}, bound={s.bound}"
+        return f"features={self.channels}, bins={s.bins}, bound={s.bound}{self._extra()}"

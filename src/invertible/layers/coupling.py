@@ -3,7 +3,10 @@ r"""Additive and affine coupling layers (NICE, RealNVP, Glow) with the scale fun
 A coupling splits its input into a conditioning half ``x1`` and a transformed half ``x2``; a network of ``x1``
 gives the parameters of an elementwise bijection of ``x2``. The layer owns that algebra once
 (``_conditioner``, ``_transform``) and uses it for the map, its inverse, memory-saving backprop (one network
-evaluation serves the rebuild and the local graph) and its local bi-Lipschitz bounds.
+evaluation serves the rebuild and the local graph) and its local bi-Lipschitz bounds. Which entries condition is
+a partition (:mod:`~invertible.layers.masks`: halves, channel masks, checkerboards); a conditional coupling
+(``context=F``) appends its context to ``x1`` at the network's input (:func:`with_context`), so at a fixed context
+it is the same map, with the same bounds.
 
 Local bounds of an affine coupling on a box (:meth:`AffineCoupling.box_bounds`). Written as ``y1 = x1``,
 ``y2 = (x2 + t) * s`` (Glow order) or ``y2 = x2 * s + t`` (RealNVP order), with ``h = net(x1)``, ``t = h[:, 0::2]``,
@@ -28,17 +31,19 @@ round-off) and loose.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import torch
 from torch import Tensor, nn
 
 from ..base import Bounds, InvertibleModule, Relinearized, leaf, logdet_zeros
+from .masks import Checkerboard, make_partition
 from .nets import conv_net, lipschitz_bound, mlp, net_bounds
 from .scale import SCALE_FNS, ScaleFunction, make_scale
 
 __all__ = ["SCALE_FNS", "AdditiveCoupling", "AffineCoupling", "affine_box_bounds", "batch_box", "block_norm_bound",
-           "scale_and_log"]
+           "scale_and_log", "with_context"]
 
 
 def scale_and_log(
@@ -99,91 +104,136 @@ def batch_box(x: Tensor) -> tuple[Tensor, Tensor]:
     return x.amin(dim=0, keepdim=True), x.amax(dim=0, keepdim=True)
 
 
-def _split_sizes(channels: int) -> tuple[int, int]:
-    if channels < 2:
-        raise ValueError(f"a coupling needs at least 2 channels, got {channels}")
-    return channels // 2, channels - channels // 2
+Net = str | nn.Module | Callable[[int, int], nn.Module]
+Mask = str | Sequence[Any] | Tensor | None
 
 
-def _make_net(net: str | nn.Module | Callable[[int, int], nn.Module], c_in: int, c_out: int, hidden: int,
-              zero_init: bool, net_actnorm: bool) -> tuple[nn.Module, tuple[int, ...]]:
+def _make_net(net: Net, c_in: int, c_out: int, hidden: int | None, zero_init: bool, net_actnorm: bool,
+              where: str) -> tuple[nn.Module, tuple[int, ...]]:
     if net == "conv":
-        return conv_net(c_in, c_out, hidden, actnorm=net_actnorm, zero_init=zero_init), (4,)
+        return conv_net(c_in, c_out, 512 if hidden is None else hidden, actnorm=net_actnorm,
+                        zero_init=zero_init), (4,)
     if net == "mlp":
-        return mlp(c_in, c_out, hidden, zero_init=zero_init), (2,)
+        return mlp(c_in, c_out, 64 if hidden is None else hidden, zero_init=zero_init), (2,)
     if isinstance(net, nn.Module):
         return net, (2, 3, 4)
-    if callable(net):
+    if callable(net) and not isinstance(net, str):
         return net(c_in, c_out), (2, 3, 4)
-    raise ValueError(f"net must be 'conv', 'mlp', an nn.Module or a factory (in, out) -> nn.Module, got {net!r}")
+    raise ValueError(f"{where}: net must be 'mlp' (vectors), 'conv' (images, Glow's conv net), an nn.Module or a "
+                     f"factory (in_channels, out_channels) -> nn.Module, got {net!r}")
+
+
+def with_context(x1: Tensor, context: Tensor | None) -> Tensor:
+    """The network input: ``x1`` with the context appended as channels (a vector context ``(B, F)`` is repeated
+    at every position of an image)."""
+    if context is None:
+        return x1
+    if context.dim() < x1.dim():
+        context = context.view(*context.shape, *([1] * (x1.dim() - context.dim()))).expand(-1, -1, *x1.shape[2:])
+    return torch.cat([x1, context], dim=1)
 
 
 class _Coupling(InvertibleModule):
-    """Shared split/merge logic: ``x1`` conditions, ``x2`` is transformed (``swap`` exchanges the halves).
+    """Shared split/merge logic: ``x1`` conditions, ``x2`` is transformed (a :mod:`~invertible.layers.masks`
+    partition: halves, ``swap``, a channel mask or a checkerboard), and an optional context joins ``x1`` at the
+    network's input.
 
-    Subclasses give the algebra once: ``_conditioner(x1)`` (the parameters of the elementwise map, from the
+    Subclasses give the algebra once: ``_conditioner(x1, context)`` (the parameters of the elementwise map, from the
     network) and ``_transform(x2, params, direction)`` (the new half and the log-det); the map, its inverse and the
     fused memory-saving rule are built from them.
     """
 
     out_per_channel = 1
 
-    def __init__(self, channels: int, out_per_channel: int, net: str | nn.Module | Callable[[int, int], nn.Module],
-                 hidden: int, zero_init: bool, net_actnorm: bool, swap: bool) -> None:
-        c1, c2 = _split_sizes(channels)
-        if swap:
-            c1, c2 = c2, c1
-        module, ranks = _make_net(net, c1, out_per_channel * c2, hidden, zero_init, net_actnorm)
+    def __init__(self, channels: int, out_per_channel: int, net: Net, hidden: int | None, zero_init: bool,
+                 net_actnorm: bool, swap: bool, mask: Mask = None, context: int | None = None) -> None:
+        where = type(self).__name__
+        try:
+            partition = make_partition(channels, mask, swap, net)
+        except ValueError as exc:
+            raise ValueError(f"{where}: {exc}") from None
+        if context is not None and (not isinstance(context, int) or context < 1):
+            raise ValueError(f"{where}: context must be the number of context features (an int >= 1) or None, "
+                             f"got {context!r}")
+        c1, c2 = partition.sizes
+        module, ranks = _make_net(net, c1 + (context or 0), out_per_channel * c2, hidden, zero_init, net_actnorm,
+                                  where)
+        if isinstance(partition, Checkerboard):
+            if ranks == (2,):
+                raise ValueError(f"{where}: a spatial checkerboard needs an image network (net='conv'); for vectors "
+                                 "mask='checkerboard' with net='mlp' alternates the channels")
+            ranks = (4,)
         super().__init__(channels=channels, ranks=ranks)
         self.net = module
+        self.partition = partition
         self.swap = swap
         self.sizes = (c1, c2)
+        self.out_per_channel = out_per_channel
+        self.context_features = context
+
+    @property
+    def mask(self) -> Tensor:
+        """Boolean ``(C,)`` (halves, channel masks) or ``(C, 2, 2)`` (the checkerboard's pattern at 2x2): True
+        where an entry is transformed."""
+        shape = (self.channels, 2, 2) if isinstance(self.partition, Checkerboard) else (self.channels,)
+        return self.partition.transformed(shape)
+
+    def _validate(self, x: Tensor, direction: str, outer: bool) -> None:
+        try:
+            super()._validate(x, direction, outer)
+        except ValueError as err:
+            if isinstance(x, Tensor) and x.dim() not in self.ranks and self.ranks in ((2,), (4,)):
+                hint = "net='conv'" if x.dim() == 4 else "net='mlp'"
+                raise ValueError(f"{err}; for inputs of rank {x.dim()} build the layer with {hint}") from None
+            raise
 
     def _split(self, x: Tensor) -> tuple[Tensor, Tensor]:
-        c1, c2 = self.sizes
-        if self.swap:
-            x2, x1 = x.split([c2, c1], dim=1)
-        else:
-            x1, x2 = x.split([c1, c2], dim=1)
-        return x1, x2
+        return self.partition.split(x)
 
     def _merge(self, x1: Tensor, x2: Tensor) -> Tensor:
-        return torch.cat([x2, x1] if self.swap else [x1, x2], dim=1)
+        return self.partition.merge(x1, x2)
 
-    def _net(self, x1: Tensor) -> Tensor:
-        h = self.net(x1)
+    def _net(self, x1: Tensor, context: Tensor | None = None) -> Tensor:
+        h = self.net(with_context(x1, context))
         expected = (x1.shape[0], self.out_per_channel * self.sizes[1], *x1.shape[2:])
         if tuple(h.shape) != expected:
+            hint = f"; for inputs of rank {x1.dim()} the built-in choice is net={'conv' if x1.dim() == 4 else 'mlp'!r}"
             raise ValueError(f"{type(self).__name__}: the coupling network returned shape {tuple(h.shape)}, "
-                             f"expected {expected}")
+                             f"expected {expected}{hint}")
         return h
 
-    def _conditioner(self, x1: Tensor) -> tuple[Tensor, ...]:
+    def _conditioner(self, x1: Tensor, context: Tensor | None = None) -> tuple[Tensor, ...]:
         raise NotImplementedError
+
+    def _params(self, x1: Tensor, context: Tensor | None) -> tuple[Tensor, ...]:
+        params = self._conditioner(x1, context)
+        if not self.partition.selects:
+            return params
+        return tuple(self.partition.select(p, x1.dim() - 1) for p in params)
 
     def _transform(self, x2: Tensor, params: tuple[Tensor, ...], direction: str) -> tuple[Tensor, Tensor]:
         raise NotImplementedError
 
-    def _forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
+    def _forward(self, x: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
         x1, x2 = self._split(x)
-        y2, logdet = self._transform(x2, self._conditioner(x1), "forward")
+        y2, logdet = self._transform(x2, self._params(x1, context), "forward")
         return self._merge(x1, y2), logdet
 
-    def _inverse(self, y: Tensor) -> tuple[Tensor, Tensor]:
+    def _inverse(self, y: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
         y1, y2 = self._split(y)
-        x2, logdet = self._transform(y2, self._conditioner(y1), "inverse")
+        x2, logdet = self._transform(y2, self._params(y1, context), "inverse")
         return self._merge(y1, x2), logdet
 
     def _relinearize(self, out: Tensor, direction: str, need_input_grad: bool) -> Relinearized:
         # The conditioning half a1 is the same on both sides, so the network runs once, with a graph: its detached
         # value rebuilds the other half, and its graph carries the parameter and input gradients (three network
         # evaluations per step instead of four: about 1.33x the cost of standard backprop, not 1.67x).
-        if not self._maps_as(_Coupling):
+        if not self._maps_as(_Coupling) or self.context_features is not None:
             return super()._relinearize(out, direction, need_input_grad)
         a1, a2 = self._split(out)
         c1 = leaf(a1, need_input_grad)
         with torch.enable_grad():
-            params = self._conditioner(c1)
+            params = self._params(c1, None)
         undo = "inverse" if direction == "forward" else "forward"
         with torch.no_grad():
             other = self._transform(a2, params, undo)[0]
@@ -193,6 +243,12 @@ class _Coupling(InvertibleModule):
             result = self._merge(c1, new)
         return Relinearized(self._merge(a1, other), (result, logdet), (c1, c2),
                             lambda grads: self._merge(grads[0], grads[1]))
+
+    def _extra(self) -> str:
+        return "" if self.context_features is None else f", context={self.context_features}"
+
+    def extra_repr(self) -> str:
+        return f"channels={self.channels}{self._extra()}"
 
 
 class AdditiveCoupling(_Coupling):
@@ -205,26 +261,37 @@ class AdditiveCoupling(_Coupling):
 
     Args:
         channels: number of channels; ``x1`` is the first ``channels // 2`` of them (the last ones with ``swap``).
-        hidden: width of the coupling network.
-        net: ``"conv"`` (Glow's conv net, image inputs), ``"mlp"`` (flat inputs), a module, or a factory
-            ``(in_channels, out_channels) -> nn.Module``.
+        hidden: width of the coupling network (default 64 for ``"mlp"``, 512 for ``"conv"``, Glow's).
+        net: ``"mlp"`` (flat inputs ``(B, C)``, the default), ``"conv"`` (Glow's conv net, images
+            ``(B, C, H, W)``), a module, or a factory ``(in_channels, out_channels) -> nn.Module``.
         zero_init: zero-initialise the network's last layer, so the layer starts as the identity.
         net_actnorm: ActNorm after the first two convolutions of the conv net.
-        swap: condition on the second half and transform the first.
+        swap: condition on the second half and transform the first (with a mask: exchange its two sets).
+        mask: which entries are transformed (:mod:`~invertible.layers.masks`): ``None`` (the halves above),
+            ``"checkerboard"`` (RealNVP's spatial checkerboard for image networks, alternating channels for
+            ``net="mlp"``) or a 0/1 channel mask, 1 where a channel is transformed.
+        context: the number of context features of a conditional layer (``layer(x, context)`` with a context of
+            shape ``(B, context)``, or ``(B, context, H, W)`` for images; it joins ``x1`` at the network's input);
+            ``None``: unconditional. The bounds hold at every context.
 
     Example:
-        >>> layer = AdditiveCoupling(4, hidden=8, net="mlp", zero_init=False)
+        >>> layer = AdditiveCoupling(4, hidden=8, zero_init=False)
         >>> x = torch.randn(3, 4)
         >>> bool(torch.allclose(layer.inverse(layer(x)[0])[0], x, atol=1e-6))
         True
+        >>> conditional = AdditiveCoupling(4, hidden=8, zero_init=False, mask=[1, 0, 1, 0], context=2)
+        >>> c = torch.randn(3, 2)
+        >>> bool(torch.allclose(conditional.inverse(conditional(x, c)[0], c)[0], x, atol=1e-6))
+        True
     """
 
-    def __init__(self, channels: int, *, hidden: int = 512, net: str | nn.Module | Callable[[int, int], nn.Module]
-                 = "conv", zero_init: bool = True, net_actnorm: bool = False, swap: bool = False) -> None:
-        super().__init__(channels, 1, net, hidden, zero_init, net_actnorm, swap)
+    def __init__(self, channels: int, *, hidden: int | None = None, net: Net = "mlp", zero_init: bool = True,
+                 net_actnorm: bool = False, swap: bool = False, mask: Mask = None, context: int | None = None
+                 ) -> None:
+        super().__init__(channels, 1, net, hidden, zero_init, net_actnorm, swap, mask, context)
 
-    def _conditioner(self, x1: Tensor) -> tuple[Tensor, ...]:
-        return (self._net(x1),)
+    def _conditioner(self, x1: Tensor, context: Tensor | None = None) -> tuple[Tensor, ...]:
+        return (self._net(x1, context),)
 
     def _transform(self, x2: Tensor, params: tuple[Tensor, ...], direction: str) -> tuple[Tensor, Tensor]:
         (t,) = params
@@ -258,7 +325,7 @@ class AffineCoupling(_Coupling):
         gives at a batch.
 
     Args:
-        channels, hidden, net, zero_init, net_actnorm, swap: as in :class:`AdditiveCoupling`.
+        channels, hidden, net, zero_init, net_actnorm, swap, mask, context: as in :class:`AdditiveCoupling`.
         scale_fn: the scale function: a registered name or a :class:`~invertible.layers.scale.ScaleFunction`.
         shift, eps, max_scale: parameters of a scale function given by name (the sigmoid variants' offset, 2 in
             Glow; the constant of ``sigmoid_eps`` and ``symmetric``; the bound ``M`` of ``tanh_exp``); each is
@@ -266,7 +333,7 @@ class AffineCoupling(_Coupling):
         order: ``"glow"`` or ``"realnvp"``.
 
     Example:
-        >>> layer = AffineCoupling(4, hidden=8, net="mlp", zero_init=False, scale_fn="bounded")
+        >>> layer = AffineCoupling(4, hidden=8, zero_init=False, scale_fn="bounded")
         >>> x = torch.randn(3, 4)
         >>> y, logdet = layer(x)
         >>> bool(torch.allclose(layer.inverse(y)[1], -logdet)), layer.scale_range()
@@ -275,8 +342,8 @@ class AffineCoupling(_Coupling):
 
     out_per_channel = 2
 
-    def __init__(self, channels: int, *, hidden: int = 512, net: str | nn.Module | Callable[[int, int], nn.Module]
-                 = "conv", zero_init: bool = True, net_actnorm: bool = False, swap: bool = False,
+    def __init__(self, channels: int, *, hidden: int | None = None, net: Net = "mlp", zero_init: bool = True,
+                 net_actnorm: bool = False, swap: bool = False, mask: Mask = None, context: int | None = None,
                  scale_fn: str | ScaleFunction = "sigmoid", shift: float | None = None, eps: float | None = None,
                  max_scale: float | None = None, order: str = "glow") -> None:
         if order not in ("glow", "realnvp"):
@@ -285,7 +352,7 @@ class AffineCoupling(_Coupling):
             scale = make_scale(scale_fn, shift=shift, eps=eps, max_scale=max_scale)
         except ValueError as exc:
             raise ValueError(f"AffineCoupling: {exc}") from None
-        super().__init__(channels, 2, net, hidden, zero_init, net_actnorm, swap)
+        super().__init__(channels, 2, net, hidden, zero_init, net_actnorm, swap, mask, context)
         self.scale, self.order = scale, order
 
     @property
@@ -308,14 +375,14 @@ class AffineCoupling(_Coupling):
         """The scale function's ``max_scale`` (``None`` if it has none)."""
         return getattr(self.scale, "max_scale", None)
 
-    def scale_shift(self, x1: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        """``(s, log s, t)`` computed from the conditioning half ``x1``."""
-        h = self._net(x1)
+    def scale_shift(self, x1: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor, Tensor]:
+        """``(s, log s, t)`` computed from the conditioning half ``x1`` (and the context of a conditional layer)."""
+        h = self._net(x1, context)
         s, log_s = self.scale(h[:, 1::2])
         return s, log_s, h[:, 0::2]
 
-    def _conditioner(self, x1: Tensor) -> tuple[Tensor, ...]:
-        return self.scale_shift(x1)
+    def _conditioner(self, x1: Tensor, context: Tensor | None = None) -> tuple[Tensor, ...]:
+        return self.scale_shift(x1, context)
 
     def _transform(self, x2: Tensor, params: tuple[Tensor, ...], direction: str) -> tuple[Tensor, Tensor]:
         s, log_s, t = params
@@ -335,13 +402,18 @@ class AffineCoupling(_Coupling):
 
         ``lo`` and ``hi`` have the shape of a batch of one input, e.g. ``x.amin(0, keepdim=True)``.
         """
+        if self.context_features is not None:
+            raise NotImplementedError("AffineCoupling.box_bounds: not implemented for conditional layers")
         lip = lipschitz_bound(self.net)
         (x1_lo, x2_lo), (x1_hi, x2_hi) = self._split(lo.double()), self._split(hi.double())
         h = net_bounds(self.net, x1_lo, x1_hi)
         if lip is None or h is None:
             return Bounds(None, None)
-        s_lo, s_hi, dg = self.scale.interval(h[0][:, 1::2], h[1][:, 1::2])
-        return affine_box_bounds((x2_lo, x2_hi), (h[0][:, 0::2], h[1][:, 0::2]), s_lo, s_hi, dg, lip, self.order)
+        entry_dims = lo.dim() - 1
+        h_s = [self.partition.select(b[:, 1::2], entry_dims) for b in h]
+        t = tuple(self.partition.select(b[:, 0::2], entry_dims) for b in h)
+        s_lo, s_hi, dg = self.scale.interval(*h_s)
+        return affine_box_bounds((x2_lo, x2_hi), t, s_lo, s_hi, dg, lip, self.order)  # type: ignore[arg-type]
 
     def _local_bounds(self, x: Tensor) -> Bounds:
         self(x)  # initialises data-dependent layers inside the network
@@ -350,4 +422,4 @@ class AffineCoupling(_Coupling):
         return self.box_bounds(*batch_box(x))
 
     def extra_repr(self) -> str:
-        return f"channels={self.channels}, scale={self.scale!r}, order={self.order!r}"
+        return f"channels={self.channels}, scale={self.scale!r}, order={self.order!r}{self._extra()}"

@@ -158,19 +158,20 @@ class Partial(InvertibleModule):
             raise ValueError(f"Partial: the layer expects {layer.channels} channels, not {channels}")
         self.layer = layer
         self.active = channels
+        self.context_features = layer.context_features
 
     def _check(self, x: Tensor) -> None:
         if x.shape[1] < self.active:
             raise ValueError(f"Partial(channels={self.active}) got only {x.shape[1]} channels")
 
-    def _forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
+    def _forward(self, x: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
         self._check(x)
-        y, logdet = self.layer(x[:, : self.active])
+        y, logdet = self.layer(x[:, : self.active], context)
         return torch.cat([y, x[:, self.active :]], dim=1), logdet
 
-    def _inverse(self, y: Tensor) -> tuple[Tensor, Tensor]:
+    def _inverse(self, y: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
         self._check(y)
-        x, logdet = self.layer.inverse(y[:, : self.active])
+        x, logdet = self.layer.inverse(y[:, : self.active], context)
         return torch.cat([x, y[:, self.active :]], dim=1), logdet
 
     def lipschitz_bounds(self) -> Bounds:

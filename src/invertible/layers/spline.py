@@ -6,15 +6,15 @@ The spline's math, its stable inverse and the derivation of its bounds live in
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 import torch
 from torch import Tensor, nn
 
 from ..base import Bounds, InvertibleModule
-from ..nets import conv_net, lipschitz_bound, mlp
+from .coupling import Mask, Net, _Coupling
+from .nets import lipschitz_bound
 from .spline_math import (
     SPLINE_LOGDET_ROUNDING,
+    Knots,
     SplineSettings,
     block_norm,
     rq_derivative_bounds,
@@ -104,27 +104,14 @@ class RationalQuadraticSpline(InvertibleModule):
         return f"channels={self.channels}, bins={s.bins}, bound={s.bound}"
 
 
-def _conditioner(net: str | nn.Module | Callable[[int, int], nn.Module], c_in: int, c_out: int, hidden: int,
-                 zero_init: bool) -> tuple[nn.Module, tuple[int, ...]]:
-    if net == "mlp":
-        return mlp(c_in, c_out, hidden, zero_init=zero_init), (2,)
-    if net == "conv":
-        return conv_net(c_in, c_out, hidden, zero_init=zero_init), (4,)
-    if isinstance(net, nn.Module):
-        return net, (2, 3, 4)
-    if callable(net) and not isinstance(net, str):
-        return net(c_in, c_out), (2, 3, 4)
-    raise ValueError(f"SplineCoupling: net must be 'mlp' (vectors), 'conv' (images), an nn.Module or a factory "
-                     f"(in_channels, out_channels) -> nn.Module, got {net!r}")
-
-
-class SplineCoupling(InvertibleModule):
+class SplineCoupling(_Coupling):
     r"""Rational-quadratic spline coupling (neural spline flow): ``y1 = x1``, ``y2 = g(x2; net(x1))``.
 
     The channels are split in halves: ``x1 = x[:, :C//2]`` conditions and ``x2 = x[:, C//2:]`` is transformed
-    (the other way round with ``swap``). The network maps ``x1`` to ``(3K - 1) * C2`` channels; channel
-    ``i (3K - 1) + j`` is raw parameter ``j`` of transformed channel ``i`` (at each position), in the order
-    widths, heights, derivatives of :mod:`~invertible.layers.spline_math`.
+    (the other way round with ``swap``; other partitions with ``mask``). The network maps ``x1`` (and the context
+    of a conditional layer) to ``(3K - 1) * C2`` channels; channel ``i (3K - 1) + j`` is raw parameter ``j`` of
+    transformed channel ``i`` (at each position), in the order widths, heights, derivatives of
+    :mod:`~invertible.layers.spline_math`.
 
     Math:
         forward ``y2 = g(x2; theta(x1))`` elementwise; inverse ``x2 = g^-1(y2; theta(y1))`` (closed-form root);
@@ -135,19 +122,22 @@ class SplineCoupling(InvertibleModule):
         ``dg/dtheta`` have disjoint supports, so ``||A|| <= a = C Lip(net)``. Hence
         ``Lip(f) <= ||[[1, 0], [a, upper]]||`` and ``Lip(f^-1) <= ||[[1, 0], [a / lower, 1 / lower]]||``
         (the inverse Jacobian is ``[[I, 0], [-G^-1 A, G^-1]]``). Unlike affine couplings these are global
-        bounds; they are ``None`` only when the network's Lipschitz constant cannot be bounded. They are worst
+        bounds, at every context of a conditional layer (``Lip(net)`` bounds the network in all its inputs);
+        they are ``None`` only when the network's Lipschitz constant cannot be bounded. They are worst
         cases over all parameters and loose at the default settings: choose larger ``min_width``,
         ``min_height``, ``min_derivative`` and a smaller ``max_derivative`` for tighter guarantees.
+
+    Memory-saving backprop uses the couplings' fused rule: the network runs once per rebuilt layer.
 
     Args:
         channels: number of channels (at least 2).
         bins, bound, min_width, min_height, min_derivative, max_derivative: the spline
             (:class:`~invertible.layers.spline_math.SplineSettings`).
-        hidden: width of the network.
-        net: ``"mlp"`` (flat inputs ``(B, C)``), ``"conv"`` (images ``(B, C, H, W)``, Glow's conv net), an
-            ``nn.Module``, or a factory ``(in_channels, out_channels) -> nn.Module``.
+        hidden: width of the network (default 64 for ``"mlp"``, 512 for ``"conv"``).
+        net: ``"mlp"`` (flat inputs ``(B, C)``, the default), ``"conv"`` (images ``(B, C, H, W)``, Glow's conv
+            net), an ``nn.Module``, or a factory ``(in_channels, out_channels) -> nn.Module``.
         zero_init: zero-initialise the network's last layer, so the layer starts as the identity.
-        swap: condition on the second half and transform the first.
+        swap, mask, context: as in :class:`~invertible.AdditiveCoupling` (partition; context features).
 
     Example:
         >>> layer = SplineCoupling(4, bins=4, hidden=8, zero_init=False).double()
@@ -158,6 +148,10 @@ class SplineCoupling(InvertibleModule):
         True
         >>> all(b is not None for b in layer.lipschitz_bounds())
         True
+        >>> conditional = SplineCoupling(4, bins=4, hidden=8, zero_init=False, context=3).double()
+        >>> c = torch.randn(5, 3, dtype=torch.float64)
+        >>> bool(torch.allclose(conditional.inverse(conditional(x, c)[0], c)[0], x, atol=1e-10))
+        True
     """
 
     logdet_rounding = SPLINE_LOGDET_ROUNDING
@@ -167,59 +161,31 @@ class SplineCoupling(InvertibleModule):
 
     def __init__(self, channels: int, *, bins: int = 8, bound: float = 3.0, min_width: float = 1e-3,
                  min_height: float = 1e-3, min_derivative: float = 1e-3, max_derivative: float = 1e3,
-                 hidden: int = 64, net: str | nn.Module | Callable[[int, int], nn.Module] = "mlp",
-                 zero_init: bool = True, swap: bool = False) -> None:
+                 hidden: int | None = None, net: Net = "mlp", zero_init: bool = True, swap: bool = False,
+                 mask: Mask = None, context: int | None = None) -> None:
         if channels < 2:
             raise ValueError(f"SplineCoupling: a coupling needs at least 2 channels, got {channels}")
         settings = SplineSettings(bins, bound, min_width, min_height, min_derivative, max_derivative)
-        first, second = channels // 2, channels - channels // 2
-        c1, c2 = (second, first) if swap else (first, second)
-        module, ranks = _conditioner(net, c1, c2 * settings.params, hidden, zero_init)
-        super().__init__(channels=channels, ranks=ranks)
-        self.settings, self.swap, self.sizes, self.net = settings, swap, (c1, c2), module
-
-    # -- split and merge: x1 conditions, x2 is transformed ---------------------------------------------------
-    def _split(self, x: Tensor) -> tuple[Tensor, Tensor]:
-        first = self.channels // 2
-        a, b = x[:, :first], x[:, first:]
-        return (b, a) if self.swap else (a, b)
-
-    def _merge(self, x1: Tensor, x2: Tensor) -> Tensor:
-        return torch.cat([x2, x1] if self.swap else [x1, x2], dim=1)
-
-    def _validate(self, x: Tensor, direction: str, outer: bool) -> None:
-        try:
-            super()._validate(x, direction, outer)
-        except ValueError as err:
-            if isinstance(x, Tensor) and x.dim() not in self.ranks and self.ranks in ((2,), (4,)):
-                hint = "net='conv'" if x.dim() == 4 else "net='mlp'"
-                raise ValueError(f"{err}; for inputs of rank {x.dim()} build the layer with {hint}") from None
-            raise
+        super().__init__(channels, settings.params, net, hidden, zero_init, False, swap, mask, context)
+        self.settings = settings
 
     def raw_params(self, x1: Tensor, context: Tensor | None = None) -> Tensor:
-        """The raw spline parameters ``(B, C2, *spatial, 3K - 1)`` from the conditioning half.
+        """The raw spline parameters ``(B, C2, *spatial, 3K - 1)`` from the conditioning half (and the context of
+        a conditional layer)."""
+        h = self._net(x1, context)
+        return h.reshape(x1.shape[0], self.sizes[1], self.settings.params, *x1.shape[2:]).movedim(2, -1)
 
-        ``context`` is reserved for conditional flows (not supported yet: it must be ``None``).
-        """
-        if context is not None:
-            raise NotImplementedError("SplineCoupling: context inputs are not supported yet")
-        h = self.net(x1)
-        c2, n = self.sizes[1], self.settings.params
-        expected = (x1.shape[0], c2 * n, *x1.shape[2:])
-        if tuple(h.shape) != expected:
-            raise ValueError(f"SplineCoupling: the network returned shape {tuple(h.shape)}, expected {expected} "
-                             f"((3 * bins - 1) * {c2} channels)")
-        return h.reshape(x1.shape[0], c2, n, *x1.shape[2:]).movedim(2, -1)
+    def _conditioner(self, x1: Tensor, context: Tensor | None = None) -> tuple[Tensor, ...]:
+        knots = self.settings.knots(self.raw_params(x1, context))
+        return knots.x, knots.y, knots.d
 
-    def _forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
-        x1, x2 = self._split(x)
-        y2, logd = rq_forward(x2, self.settings.knots(self.raw_params(x1)))
-        return self._merge(x1, y2), _flat_sum(logd)
-
-    def _inverse(self, y: Tensor) -> tuple[Tensor, Tensor]:
-        y1, y2 = self._split(y)
-        x2, logd = rq_inverse(y2, self.settings.knots(self.raw_params(y1)))
-        return self._merge(y1, x2), -_flat_sum(logd)
+    def _transform(self, x2: Tensor, params: tuple[Tensor, ...], direction: str) -> tuple[Tensor, Tensor]:
+        knots = Knots(*params, self.settings.bound)
+        if direction == "forward":
+            y2, logd = rq_forward(x2, knots)
+            return y2, _flat_sum(logd)
+        x2, logd = rq_inverse(x2, knots)
+        return x2, -_flat_sum(logd)
 
     def lipschitz_bounds(self) -> Bounds:
         lip_net = lipschitz_bound(self.net)
@@ -231,4 +197,4 @@ class SplineCoupling(InvertibleModule):
 
     def extra_repr(self) -> str:
         s = self.settings
-        return f"channels={self.channels}, bins={s.bins}, bound={s.bound}, swap={self.swap}"
+        return f"channels={self.channels}, bins={s.bins}, bound={s.bound}, swap={self.swap}{self._extra()}"

@@ -1,13 +1,16 @@
-"""Models built from the layers: Glow, a dense coupling flow for flat data, the ``Flow`` base, the INN
-classifier, the residual flows, and ``FlowStep``, the flow step the coupling models repeat."""
+"""Models built from the layers: Glow, a dense coupling flow for flat data, the ``Flow`` base (with its base
+distributions and its ``torch.distributions`` view), the INN classifier, the residual flows, and ``FlowStep``, the
+flow step the coupling models repeat."""
 
-from .step import COUPLINGS, PERMUTATIONS, FlowStep, flow_step
+from .step import COUPLINGS, MASKS, PERMUTATIONS, FlowStep, flow_step
 from .classifier import CLASSIFIER_STEP, INNClassifier, classifier_flow
-from .dense import DENSE_STEP, DenseFlow
+from .dense import DENSE_STEP, SPLINE_STEP, DenseFlow
+from .distributions import BaseDistribution, DiagonalNormal, FlowDistribution, StandardNormal, TorchBase
 from .flow import Flow, bits_per_dim, standard_normal_log_prob
 from .glow import Glow
 from .resflow import RESFLOW_CIFAR10, DenseResidualFlow, ResidualFlow, resflow_estimator
 
-__all__ = ["CLASSIFIER_STEP", "COUPLINGS", "DENSE_STEP", "PERMUTATIONS", "DenseFlow", "Flow", "FlowStep", "Glow",
+__all__ = ["CLASSIFIER_STEP", "COUPLINGS", "DENSE_STEP", "MASKS", "PERMUTATIONS", "SPLINE_STEP", "BaseDistribution",
+           "DenseFlow", "DiagonalNormal", "Flow", "FlowDistribution", "FlowStep", "Glow", "StandardNormal", "TorchBase",
            "bits_per_dim", "flow_step", "standard_normal_log_prob", "RESFLOW_CIFAR10", "DenseResidualFlow",
            "ResidualFlow", "resflow_estimator", "INNClassifier", "classifier_flow"]

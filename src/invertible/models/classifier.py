@@ -29,6 +29,7 @@ def classifier_flow(
     step: FlowStep | None = None,
     affine_eps: float = 0.0,
     seed: int = 0,
+    context: int | None = None,
     **step_fields: Any,
 ) -> Flow:
     """The classifier's flow: ``levels`` x (squeeze, ``depth`` flow steps), no splits, all dimensions to the end.
@@ -38,7 +39,8 @@ def classifier_flow(
     default; keywords named like its fields replace them, the older spelling). ``affine_eps > 0`` keeps the scale
     away from 0: the step's scale function becomes its ``with_eps(affine_eps)`` variant, so ``sigmoid`` means
     ``sigmoid(h + 2) + eps`` (``sigmoid_eps``, whose log-det includes ``eps``; the paper's code left it out of the
-    log-det); a scale function without such a variant is refused.
+    log-det); a scale function without such a variant is refused. ``context=F`` makes every coupling conditional
+    on a context vector of ``F`` features (``flow(x, context)``).
     """
     channels, height, width = in_shape
     if levels < 1 or depth < 1:
@@ -61,7 +63,7 @@ def classifier_flow(
         channels, height, width = 4 * channels, height // 2, width // 2
         level_step = spec if height * width > 1 else spec.replace(actnorm=False)
         for _ in range(depth):
-            layers += level_step.layers(channels, generator)
+            layers += level_step.layers(channels, generator, context)
     return Flow(*layers, latent_shape=(channels, height, width), in_shape=tuple(in_shape))
 
 

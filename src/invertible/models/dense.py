@@ -5,16 +5,22 @@ from __future__ import annotations
 from typing import Any
 
 import torch
+from torch.distributions import Distribution
 
 from ..base import InvertibleModule
+from .distributions import BaseDistribution
 from .flow import Flow
 from .step import FlowStep, step_from
 
-__all__ = ["DENSE_STEP", "DenseFlow"]
+__all__ = ["DENSE_STEP", "SPLINE_STEP", "DenseFlow"]
 
 #: The dense flow's default step: ActNorm, channel reversal, affine coupling (sigmoid scale) with an MLP of width
 #: 64.
 DENSE_STEP = FlowStep(hidden=64, permutation="reverse", net="mlp")
+#: A neural spline flow's step: channel reversal and a spline coupling (8 bins on ``[-4, 4]``, an MLP of width 64),
+#: no ActNorm (nothing initialises from data, so a conditional flow samples before it has seen any).
+SPLINE_STEP = FlowStep(hidden=64, coupling="spline", permutation="reverse", actnorm=False, net="mlp", bins=8,
+                       bound=4.0)
 
 
 class DenseFlow(Flow):
@@ -29,6 +35,9 @@ class DenseFlow(Flow):
         step: the flow step (:class:`~invertible.models.FlowStep`, :data:`DENSE_STEP` by default; its ``net``
             must be ``"mlp"``; ``permutation`` ``"conv"`` is a dense linear map here).
         seed: seeds the random permutations.
+        context: the number of context features of a conditional flow (``flow.log_prob(x, context)``), or
+            ``None``.
+        base: the base distribution (see :class:`~invertible.models.Flow`; ``N(0, I)`` by default).
         step_fields: keywords named like the step's fields (``hidden``, ``coupling``, ``permutation``,
             ``actnorm``, ``actnorm_data_init``, ``scale_fn``, ...) replace those of ``step``: the older spelling.
 
@@ -36,9 +45,13 @@ class DenseFlow(Flow):
         >>> flow = DenseFlow(2, steps=4, step=DENSE_STEP.replace(hidden=16))
         >>> flow.log_prob(torch.randn(5, 2)).shape
         torch.Size([5])
+        >>> nsf = DenseFlow(2, steps=3, step=SPLINE_STEP, context=1)  # a conditional neural spline flow
+        >>> nsf.sample(4, context=torch.ones(1)).shape
+        torch.Size([4, 2])
     """
 
     def __init__(self, dim: int, *, steps: int = 8, step: FlowStep | None = None, seed: int = 0,
+                 context: int | None = None, base: BaseDistribution | Distribution | None = None,
                  **step_fields: Any) -> None:
         if dim < 2:
             raise ValueError(f"DenseFlow needs dim >= 2, got {dim}")
@@ -48,6 +61,6 @@ class DenseFlow(Flow):
         generator = torch.Generator().manual_seed(seed)
         layers: list[InvertibleModule] = []
         for _ in range(steps):
-            layers += spec.layers(dim, generator)
-        super().__init__(*layers, latent_shape=(dim,), in_shape=(dim,))
+            layers += spec.layers(dim, generator, context)
+        super().__init__(*layers, latent_shape=(dim,), in_shape=(dim,), base=base)
         self.step = spec

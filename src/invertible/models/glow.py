@@ -5,9 +5,11 @@ from __future__ import annotations
 from typing import Any
 
 import torch
+from torch.distributions import Distribution
 
 from ..base import InvertibleModule
 from ..layers import ActNorm, Partial, Split, Squeeze
+from .distributions import BaseDistribution
 from .flow import Flow
 from .step import PERMUTATIONS, FlowStep, flow_step, step_from
 
@@ -36,6 +38,10 @@ class Glow(Flow):
             sigmoid scale, LU 1x1 convolution, ActNorm, conv nets of width 512).
         split, learned_prior, learn_top: multi-scale structure and learned priors.
         seed: seeds the random permutations and orthogonal initialisations.
+        context: the number of features of a context vector (shape ``(B, F)``) that every coupling takes (a
+            conditional Glow: ``model.log_prob(x, context)``, ``model.sample(n, context)``), or ``None``.
+        base: the base distribution over the latents (see :class:`~invertible.models.Flow`; ``N(0, I)`` by
+            default).
         step_fields: keywords named like :class:`~invertible.models.FlowStep`'s fields (``hidden``, ``coupling``,
             ``permutation``, ``scale_fn``, ...) replace those of ``step``: the older spelling, kept working.
 
@@ -57,6 +63,8 @@ class Glow(Flow):
         learned_prior: bool = True,
         learn_top: bool = False,
         seed: int = 0,
+        context: int | None = None,
+        base: BaseDistribution | Distribution | None = None,
         **step_fields: Any,
     ) -> None:
         channels, height, width = in_shape
@@ -79,12 +87,12 @@ class Glow(Flow):
             layers.append(Squeeze())
             total, active, height, width = 4 * total, 4 * active, height // 2, width // 2
             for _ in range(depth):
-                for layer in spec.layers(active, generator):
+                for layer in spec.layers(active, generator, context):
                     add(layer)
             if split and level < levels - 1:
                 add(Split(active, learned=learned_prior))
                 active = active // 2
         if learn_top:
             add(ActNorm(active, data_init=False))
-        super().__init__(*layers, latent_shape=(total, height, width), in_shape=tuple(in_shape))
+        super().__init__(*layers, latent_shape=(total, height, width), in_shape=tuple(in_shape), base=base)
         self.step = spec

@@ -1,6 +1,7 @@
 """``FlowStep``: one flow step ``[ActNorm] -> channel mixing -> coupling`` as data, passed whole to the models
 that repeat it (:class:`~invertible.models.Glow`, :class:`~invertible.models.INNClassifier`,
-:class:`~invertible.models.DenseFlow`)."""
+:class:`~invertible.models.DenseFlow`). A model built for a context (``context=F``) builds conditional couplings;
+the other layers of the step take no context."""
 
 from __future__ import annotations
 
@@ -10,15 +11,18 @@ from typing import Any
 import torch
 
 from ..base import InvertibleModule
-from ..layers import ActNorm, AdditiveCoupling, AffineCoupling, Invertible1x1Conv, Permutation
+from ..layers import ActNorm, AdditiveCoupling, AffineCoupling, Invertible1x1Conv, Permutation, SplineCoupling
 from ..layers.scale import ScaleFunction, make_scale
+from ..layers.spline_math import SplineSettings
 
-__all__ = ["COUPLINGS", "PERMUTATIONS", "FlowStep", "flow_step"]
+__all__ = ["COUPLINGS", "MASKS", "PERMUTATIONS", "FlowStep", "flow_step"]
 
 #: Channel mixing choices: dense 1x1 conv, LU 1x1 conv, random shuffle, reversal.
 PERMUTATIONS = ("conv", "lu", "shuffle", "reverse")
 #: Coupling choices.
-COUPLINGS = ("affine", "additive")
+COUPLINGS = ("affine", "additive", "spline")
+#: Partitions of a step's coupling: halves, or a checkerboard (spatial for conv nets, alternating channels for MLPs).
+MASKS = (None, "checkerboard")
 
 
 @dataclass(frozen=True)
@@ -30,7 +34,8 @@ class FlowStep:
 
     Attributes:
         hidden: width of the coupling network.
-        coupling: ``"affine"`` or ``"additive"``.
+        coupling: ``"affine"``, ``"additive"`` or ``"spline"`` (:class:`~invertible.SplineCoupling`, a neural
+            spline flow's step; ``bins`` and ``bound`` are its spline's).
         permutation: one of :data:`PERMUTATIONS` (``"conv"``/``"lu"``: a learned 1x1 convolution, dense or LU).
         actnorm, actnorm_eps, actnorm_max_scale, actnorm_data_init: the leading ActNorm and its stabilisers
             (see :class:`~invertible.ActNorm`).
@@ -39,6 +44,8 @@ class FlowStep:
         scale_fn, shift, eps, max_scale, order: the affine coupling's scale function (a registered name with
             its parameters, or a :class:`~invertible.layers.scale.ScaleFunction`) and order (see
             :class:`~invertible.AffineCoupling`); ignored by additive couplings.
+        bins, bound: the spline coupling's bins and bound ``B`` (the spline acts on ``[-B, B]``).
+        mask: the coupling's partition: ``None`` (channel halves) or ``"checkerboard"``.
 
     Example:
         >>> step = FlowStep(hidden=8, coupling="additive", permutation="shuffle", net="mlp")
@@ -63,10 +70,14 @@ class FlowStep:
     eps: float | None = None
     max_scale: float | None = None
     order: str = "glow"
+    bins: int = 8
+    bound: float = 3.0
+    mask: str | None = None
 
     def __post_init__(self) -> None:
         checks = [
             (self.coupling in COUPLINGS, f"coupling must be one of {COUPLINGS}, got {self.coupling!r}"),
+            (self.mask in MASKS, f"mask must be one of {MASKS}, got {self.mask!r}"),
             (self.permutation in PERMUTATIONS, f"permutation must be one of {PERMUTATIONS}, got {self.permutation!r}"),
             (self.net in ("conv", "mlp"), f"net must be 'conv' or 'mlp', got {self.net!r}"),
             (self.order in ("glow", "realnvp"), f"order must be 'glow' or 'realnvp', got {self.order!r}"),
@@ -77,6 +88,7 @@ class FlowStep:
                 raise ValueError(f"FlowStep: {message}")
         try:
             self.scale()
+            SplineSettings(self.bins, self.bound)
         except ValueError as exc:
             raise ValueError(f"FlowStep: {exc}") from None
 
@@ -95,8 +107,10 @@ class FlowStep:
             changes = {"shift": None, "eps": None, "max_scale": None, **changes}
         return replace(self, **changes)
 
-    def layers(self, channels: int, generator: torch.Generator | None = None) -> list[InvertibleModule]:
-        """The step's layers for ``channels`` channels (``generator`` draws the permutation or 1x1 conv)."""
+    def layers(self, channels: int, generator: torch.Generator | None = None, context: int | None = None
+               ) -> list[InvertibleModule]:
+        """The step's layers for ``channels`` channels (``generator`` draws the permutation or 1x1 conv); with
+        ``context=F`` the coupling is conditional on a context of ``F`` features."""
         generator = generator if generator is not None else torch.Generator().manual_seed(0)
         out: list[InvertibleModule] = []
         if self.actnorm:
@@ -106,11 +120,15 @@ class FlowStep:
             out.append(Invertible1x1Conv(channels, lu=self.permutation == "lu", generator=generator))
         else:
             out.append(Permutation(channels, kind=self.permutation, generator=generator))
-        net = {"hidden": self.hidden, "net": self.net, "zero_init": self.zero_init, "net_actnorm": self.net_actnorm}
-        if self.coupling == "additive":
-            out.append(AdditiveCoupling(channels, **net))  # type: ignore[arg-type]
+        net = {"hidden": self.hidden, "net": self.net, "zero_init": self.zero_init, "mask": self.mask,
+               "context": context}
+        if self.coupling == "spline":
+            out.append(SplineCoupling(channels, **net, bins=self.bins, bound=self.bound))  # type: ignore[arg-type]
+        elif self.coupling == "additive":
+            out.append(AdditiveCoupling(channels, **net, net_actnorm=self.net_actnorm))  # type: ignore[arg-type]
         else:
-            out.append(AffineCoupling(channels, **net, scale_fn=self.scale(), order=self.order))  # type: ignore[arg-type]
+            out.append(AffineCoupling(channels, **net, net_actnorm=self.net_actnorm,  # type: ignore[arg-type]
+                                      scale_fn=self.scale(), order=self.order))
         return out
 
 

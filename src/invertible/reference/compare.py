@@ -38,7 +38,8 @@ def reference_map(module: nn.Module) -> LayerMap:
 
     The parameters are read once, now; ``x`` is an object array of ``mpf`` with the channel axis first (one
     sample, no batch axis). Data-dependent layers must be initialised (run one forward pass first), and
-    :class:`~invertible.Dequantize` must be in eval mode.
+    :class:`~invertible.Dequantize` must be in eval mode. A conditional module's map takes the sample's context
+    as a second argument: ``run(x, c)``.
 
     Raises:
         MissingReference: listing every module type inside ``module`` that has no reference.
@@ -49,29 +50,37 @@ def reference_map(module: nn.Module) -> LayerMap:
     if builder.missing:
         raise MissingReference(builder.missing)
 
-    def run(x: MPArray) -> tuple[MPArray, mpf]:
+    def run(x: MPArray, c: MPArray | None = None) -> tuple[MPArray, mpf]:
         with precision():
-            return fn(x)
+            return fn(x) if c is None else fn(x, c)
 
     return run
 
 
-def reference_forward(module: nn.Module, x: Tensor) -> tuple[MPArray, MPArray]:
-    """``(y, logdet)`` of ``module`` at the batch ``x``: object arrays of shapes ``(B, ...)`` and ``(B,)``."""
+def _samples(x: Tensor, context: Tensor | None) -> list[tuple[MPArray, MPArray | None]]:
+    xs = from_tensor(x)
+    cs = [None] * len(xs) if context is None else list(from_tensor(context))
+    return list(zip(xs, cs))
+
+
+def reference_forward(module: nn.Module, x: Tensor, context: Tensor | None = None) -> tuple[MPArray, MPArray]:
+    """``(y, logdet)`` of ``module`` at the batch ``x`` (and ``context``): object arrays of shapes ``(B, ...)`` and
+    ``(B,)``."""
     fn = reference_map(module)
     with precision():
-        outputs = [fn(sample) for sample in from_tensor(x)]
+        outputs = [fn(sample, c) for sample, c in _samples(x, context)]
     y = np.stack([o[0] for o in outputs])
     logdet = np.empty(len(outputs), dtype=object)
     logdet[:] = [o[1] for o in outputs]
     return y, logdet
 
 
-def reference_jacobians(module: nn.Module, x: Tensor) -> list[mpmath.matrix]:
-    """The finite-difference Jacobian of the reference map at each sample of the batch ``x``."""
+def reference_jacobians(module: nn.Module, x: Tensor, context: Tensor | None = None) -> list[mpmath.matrix]:
+    """The finite-difference Jacobian (in ``x``, at the sample's fixed context) of the reference map at each
+    sample of the batch ``x``."""
     fn = reference_map(module)
     with precision():
-        return [finite_difference_jacobian(fn, sample) for sample in from_tensor(x)]
+        return [finite_difference_jacobian(lambda v, c=c: fn(v, c), sample) for sample, c in _samples(x, context)]
 
 
 @dataclass
@@ -97,17 +106,19 @@ class ReferenceComparison:
     logdet_scale: np.ndarray
 
 
-def compare_with_reference(module: InvertibleModule, x: Tensor) -> ReferenceComparison:
+def compare_with_reference(module: InvertibleModule, x: Tensor, context: Tensor | None = None
+                           ) -> ReferenceComparison:
     """Run ``module`` forward at ``x`` and inverse at the rounded reference output; measure both against the
-    reference evaluated at the very same (exactly converted) parameters and input.
+    reference evaluated at the very same (exactly converted) parameters and input (and ``context``, for a
+    conditional module).
 
     The module must hold parameters of ``x``'s dtype and be ready to run (initialised, eval mode).
     """
-    y_ref, logdet_ref = reference_forward(module, x)
+    y_ref, logdet_ref = reference_forward(module, x, context)
     with torch.no_grad(), allow_nonfinite():
-        y, logdet = module(x)
+        y, logdet = module(x, context)
         y_in = torch.from_numpy(to_float64(y_ref)).to(x.dtype)
-        x_back, logdet_inv = module.inverse(y_in)
+        x_back, logdet_inv = module.inverse(y_in, context)
     with precision():
         x_mp = from_tensor(x)
         rows = []

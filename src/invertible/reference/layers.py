@@ -26,12 +26,13 @@ from ..layers import (
     Split,
     Squeeze,
 )
+from ..layers.masks import ChannelMask, Checkerboard, Halves
 from ..layers.scale import Bounded, Exp, Sigmoid, SigmoidEps, Symmetric, TanhExp
 from ..models import DenseFlow, Flow, Glow
 from .arith import MPArray, exp, from_tensor, log, matvec, per_channel, sigmoid
 from .registry import Builder, LayerMap, register_layer_reference
 
-__all__ = ["lu_weight", "scale_function"]
+__all__ = ["coupling_entries", "lu_weight", "net_with_context", "scale_function"]
 
 
 def _positions(x: MPArray) -> int:
@@ -46,13 +47,13 @@ def _sum(a: MPArray) -> mpf:
 # ---------------------------------------------------------------------------------------------------------------
 @register_layer_reference(Sequential, Flow, Glow, DenseFlow)
 def _composition(module: nn.Module, builder: Builder) -> LayerMap:
-    """``f_n o ... o f_1``: log-dets add."""
-    steps = [builder.layer(layer) for layer in module.layers]
+    """``f_n o ... o f_1``: log-dets add; the context (if any) goes to the conditional layers."""
+    steps = [(builder.layer(layer), layer.context_features is not None) for layer in module.layers]
 
-    def run(x: MPArray) -> tuple[MPArray, mpf]:
+    def run(x: MPArray, c: MPArray | None = None) -> tuple[MPArray, mpf]:
         total = mpf(0)
-        for step in steps:
-            x, logdet = step(x)
+        for step, conditional in steps:
+            x, logdet = step(x, c) if conditional else step(x)
             total += logdet
         return x, total
 
@@ -141,17 +142,47 @@ def scale_function(name: str, h: MPArray, shift: mpf, eps: mpf, max_scale: mpf) 
     raise NotImplementedError(f"the reference has no scale function {name!r}; add it to scale_function")
 
 
-def _halves(module: nn.Module, x: MPArray) -> tuple[MPArray, MPArray]:
-    """``(conditioning, transformed)``: the halves are ``x[:C//2]`` and ``x[C//2:]``; without ``swap`` the first
-    conditions and the second is transformed, with ``swap`` the other way round."""
-    k = module.channels // 2
-    first, second = x[:k], x[k:]
-    return (second, first) if module.swap else (first, second)
+def coupling_entries(module: nn.Module, x: MPArray) -> tuple[MPArray, list[tuple[tuple[int, ...], tuple[int, ...]]]]:
+    """A coupling's split of one sample ``x`` (channel axis first), from the documented partitions: the network's
+    input, and the transformed entries as pairs ``(index in x, index in each parameter map)``.
+
+    - halves: ``x[:C//2]`` conditions and ``x[C//2:]`` is transformed, the other way round with ``swap``;
+    - a channel mask: channels with mask 1 are transformed, in order, the others condition, in order;
+    - the checkerboard: entry ``(c, h, w)`` is transformed where ``(h + w) % 2 == 1`` (``0`` with ``swap``); the
+      network sees ``x`` with the transformed entries set to 0, and its parameter maps have ``x``'s shape.
+    """
+    part, channels = module.partition, x.shape[0]
+    rest = list(np.ndindex(x.shape[1:]))
+    if isinstance(part, Checkerboard):
+        parity = 0 if part.swap else 1
+        moved = [e for e in np.ndindex(x.shape) if (e[1] + e[2]) % 2 == parity]
+        net_input = x.copy()
+        for e in moved:
+            net_input[e] = mpf(0)
+        return net_input, [(e, e) for e in moved]
+    if isinstance(part, ChannelMask):
+        flags = [bool(v) for v in part.mask.tolist()]
+    elif isinstance(part, Halves):
+        first = channels // 2
+        flags = [(c >= first) != bool(part.swap) for c in range(channels)]
+    else:
+        raise NotImplementedError(f"the reference has no coupling partition {type(part).__name__}")
+    cond = [c for c in range(channels) if not flags[c]]
+    moved_channels = [c for c in range(channels) if flags[c]]
+    return x[cond], [((c, *r), (i, *r)) for i, c in enumerate(moved_channels) for r in rest]
 
 
-def _join(module: nn.Module, conditioning: MPArray, transformed: MPArray) -> MPArray:
-    parts = [transformed, conditioning] if module.swap else [conditioning, transformed]
-    return np.concatenate(parts, axis=0)
+def net_with_context(net, x1: MPArray, c: MPArray | None) -> MPArray:  # type: ignore[no-untyped-def]
+    """The network of a coupling at ``x1`` with the context appended as channels (a vector repeated at every
+    position of an image)."""
+    if c is None:
+        return net(x1)
+    if c.ndim < x1.ndim:
+        tiled = np.empty((c.shape[0], *x1.shape[1:]), dtype=object)
+        for index in np.ndindex(tiled.shape):
+            tiled[index] = c[index[0]]
+        c = tiled
+    return net(np.concatenate([x1, c], axis=0))
 
 
 @register_layer_reference(AdditiveCoupling)
@@ -159,9 +190,13 @@ def _additive(module: nn.Module, builder: Builder) -> LayerMap:
     """``y2 = x2 + net(x1)``; log-det 0."""
     net = builder.net(module.net)
 
-    def run(x: MPArray) -> tuple[MPArray, mpf]:
-        x1, x2 = _halves(module, x)
-        return _join(module, x1, x2 + net(x1)), mpf(0)
+    def run(x: MPArray, c: MPArray | None = None) -> tuple[MPArray, mpf]:
+        net_input, entries = coupling_entries(module, x)
+        h = net_with_context(net, net_input, c)
+        y = x.copy()
+        for e, q in entries:
+            y[e] = x[e] + h[q]
+        return y, mpf(0)
 
     return run
 
@@ -179,12 +214,14 @@ def _affine(module: nn.Module, builder: Builder) -> LayerMap:
     if order not in ("glow", "realnvp"):
         raise NotImplementedError(f"the reference has no coupling order {order!r}")
 
-    def run(x: MPArray) -> tuple[MPArray, mpf]:
-        x1, x2 = _halves(module, x)
-        h = net(x1)
+    def run(x: MPArray, c: MPArray | None = None) -> tuple[MPArray, mpf]:
+        net_input, entries = coupling_entries(module, x)
+        h = net_with_context(net, net_input, c)
         t, s = h[0::2], scale_function(name, h[1::2], shift, eps, max_scale)
-        y2 = (x2 + t) * s if order == "glow" else x2 * s + t
-        return _join(module, x1, y2), _sum(log(s))
+        y = x.copy()
+        for e, q in entries:
+            y[e] = (x[e] + t[q]) * s[q] if order == "glow" else x[e] * s[q] + t[q]
+        return y, mpmath.fsum(mp.log(s[q]) for _, q in entries)
 
     return run
 
@@ -231,9 +268,10 @@ def _split(module: nn.Module, builder: Builder) -> LayerMap:
 def _partial(module: nn.Module, builder: Builder) -> LayerMap:
     """``y = (layer(x[:active]), x[active:])``."""
     inner, active = builder.layer(module.layer), int(module.active)
+    conditional = module.layer.context_features is not None
 
-    def run(x: MPArray) -> tuple[MPArray, mpf]:
-        y, logdet = inner(x[:active])
+    def run(x: MPArray, c: MPArray | None = None) -> tuple[MPArray, mpf]:
+        y, logdet = inner(x[:active], c) if conditional else inner(x[:active])
         return np.concatenate([y, x[active:]], axis=0), logdet
 
     return run

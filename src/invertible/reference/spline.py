@@ -3,7 +3,8 @@
 Written from the documented math of :mod:`invertible.layers.spline_math` (softmax bin sizes with minima, knot
 derivatives ``d_min + (d_max - d_min) sigmoid(u + c)``, the textbook rational-quadratic formula of Durkan et al.
 with linear tails) and of :mod:`invertible.layers.autoregressive` (the masked network ``(W * M) x + b``, output unit
-``i * params + j`` is parameter ``j`` of entry ``i``). Nothing is shared with the layers' torch code.
+``i * params + j`` is parameter ``j`` of entry ``i``; a context follows ``x`` at its input). Nothing is shared with
+the layers' torch code.
 
 :func:`spline_inverse` inverts the reference spline by bisection (no quadratic formula), for tests of the layers'
 closed-form inverse.
@@ -22,6 +23,7 @@ from ..layers.autoregressive import MaskedAffineAutoregressive, MaskedLinear, Ma
 from ..layers.spline import RationalQuadraticSpline, SplineCoupling
 from ..layers.spline_math import SplineSettings
 from .arith import MPArray, from_tensor, linear
+from .layers import _LIBRARY_SCALES, coupling_entries, net_with_context, scale_function
 from .registry import Builder, LayerMap, NetMap, register_layer_reference, register_net_reference
 
 __all__ = ["SplineKnots", "spline_forward", "spline_inverse", "spline_knots"]
@@ -111,24 +113,24 @@ def _rq_spline(module: nn.Module, builder: Builder) -> LayerMap:
 
 @register_layer_reference(SplineCoupling)
 def _spline_coupling(module: nn.Module, builder: Builder) -> LayerMap:
-    """Halves ``x[:C//2]``, ``x[C//2:]`` (the first conditions, or the second with ``swap``); ``h = net(x1)``;
-    entry ``(i, ...)`` of ``x2`` goes through the spline whose parameter ``j`` is ``h[i (3K - 1) + j, ...]``."""
+    """The partition of :func:`~invertible.reference.layers.coupling_entries` (halves by default: ``x[:C//2]``
+    conditions, ``x[C//2:]`` is transformed, the other way round with ``swap``); ``h = net(x1[, context])``; the
+    transformed entry with parameter index ``(i, ...)`` goes through the spline whose parameter ``j`` is
+    ``h[i (3K - 1) + j, ...]``."""
     net = builder.net(module.net)
     settings: SplineSettings = module.settings
-    n, first, swap = settings.params, module.channels // 2, module.swap
+    n = settings.params
 
-    def run(x: MPArray) -> tuple[MPArray, mpf]:
-        a, b = x[:first], x[first:]
-        x1, x2 = (b, a) if swap else (a, b)
-        h = net(x1)
-        y2 = np.empty(x2.shape, dtype=object)
+    def run(x: MPArray, c: MPArray | None = None) -> tuple[MPArray, mpf]:
+        net_input, entries = coupling_entries(module, x)
+        h = net_with_context(net, net_input, c)
+        y = x.copy()
         total = mpf(0)
-        for index in np.ndindex(x2.shape):
-            i, rest = index[0], index[1:]
+        for e, (i, *rest) in entries:
             raw = [h[(i * n + j, *rest)] for j in range(n)]
-            y2[index], logd = spline_forward(x2[index], spline_knots(raw, settings))
+            y[e], logd = spline_forward(x[e], spline_knots(raw, settings))
             total += logd
-        return np.concatenate([y2, x1] if swap else [x1, y2], axis=0), total
+        return y, total
 
     return run
 
@@ -138,32 +140,39 @@ def _made(module: nn.Module, builder: Builder) -> tuple[NetMap, int, int]:
     return builder.net(made.net), int(made.features), int(made.params)
 
 
+def _made_input(x: MPArray, c: MPArray | None) -> MPArray:
+    """MADE's input: ``x`` followed by the context (degree 0)."""
+    return x if c is None else np.concatenate([x, c])
+
+
 @register_layer_reference(MaskedAffineAutoregressive)
 def _maf_affine(module: nn.Module, builder: Builder) -> LayerMap:
-    """``(t_i, h_i) = MADE(x)_i``, ``s_i = exp(h_i)`` or ``exp(log(M) tanh(h_i))``, ``y_i = x_i s_i + t_i``;
-    ``log|det J| = sum log s_i``."""
+    """``(t_i, h_i) = MADE(x[, context])_i``, ``s_i = g(h_i)`` (the scale function, e.g. ``exp(h_i)`` or
+    ``exp(log(M) tanh(h_i))``), ``y_i = x_i s_i + t_i``; ``log|det J| = sum log s_i``."""
     net, features, params = _made(module, builder)
-    fn, log_m = module.scale_fn, mp.log(mpf(module.max_scale))
-    if fn not in ("exp", "tanh_exp"):
-        raise NotImplementedError(f"the reference has no autoregressive scale function {fn!r}")
+    scale = module.scale
+    if type(scale) is not _LIBRARY_SCALES.get(scale.name):
+        raise NotImplementedError(f"the reference has no scale function {type(scale).__name__}")
+    shift, eps = mpf(float(getattr(scale, "shift", 2.0))), mpf(float(getattr(scale, "eps", 0.01)))
+    max_scale = mpf(float(getattr(scale, "max_scale", 2.0)))
 
-    def run(x: MPArray) -> tuple[MPArray, mpf]:
-        theta = net(x).reshape(features, params)
-        log_s = [h if fn == "exp" else log_m * mp.tanh(h) for h in theta[:, 1]]
-        y = np.array([x[i] * mp.exp(log_s[i]) + theta[i, 0] for i in range(features)], dtype=object)
-        return y, mpmath.fsum(log_s)
+    def run(x: MPArray, c: MPArray | None = None) -> tuple[MPArray, mpf]:
+        theta = net(_made_input(x, c)).reshape(features, params)
+        s = scale_function(scale.name, theta[:, 1], shift, eps, max_scale)
+        y = np.array([x[i] * s[i] + theta[i, 0] for i in range(features)], dtype=object)
+        return y, mpmath.fsum(mp.log(v) for v in s)
 
     return run
 
 
 @register_layer_reference(MaskedSplineAutoregressive)
 def _maf_spline(module: nn.Module, builder: Builder) -> LayerMap:
-    """``y_i = g(x_i; MADE(x)_i)``; ``log|det J| = sum log g'(x_i)``."""
+    """``y_i = g(x_i; MADE(x[, context])_i)``; ``log|det J| = sum log g'(x_i)``."""
     net, features, params = _made(module, builder)
     settings: SplineSettings = module.settings
 
-    def run(x: MPArray) -> tuple[MPArray, mpf]:
-        theta = net(x).reshape(features, params)
+    def run(x: MPArray, c: MPArray | None = None) -> tuple[MPArray, mpf]:
+        theta = net(_made_input(x, c)).reshape(features, params)
         outputs = [spline_forward(x[i], spline_knots(list(theta[i]), settings)) for i in range(features)]
         y = np.array([o[0] for o in outputs], dtype=object)
         return y, mpmath.fsum(o[1] for o in outputs)

@@ -39,6 +39,11 @@ A non-finite output, a singular Jacobian or a ``torch.linalg.LinAlgError`` insid
 failure of the property being checked, never raised as torch's own error; so is any other exception a module call
 raises (named in the failure). A forward or inverse that changes the tensor it is given in place fails ``inputs``
 (checked whatever ``checks`` selects: the other checks would measure a changed input).
+
+Conditional layers are checked at a fixed context (``context=``): every check above holds for ``x -> f(x; c)``
+with the Jacobians taken in ``x`` (sample ``i`` at ``context_i``), batch independence covers the contexts too
+(sample ``i`` alone with ``context_i``), and one more check, ``context``, fails a layer whose output does not
+change when the context does (a conditional layer that ignores its context).
 """
 
 from __future__ import annotations
@@ -96,6 +101,7 @@ CHECKS = (
     "batch_independence",
     "bounds",
     "state_dict",
+    "context",
 )
 
 #: Relative slack of a Lipschitz bound over the measured singular value, in units of ``u`` (the bound is itself
@@ -287,7 +293,7 @@ def _tolerances(scales: ErrorScales, u: float, u_ref: float, k: float, k_ld: flo
         logdet_inverse=k_ld * (u * (scales.logdet_terms + c_back) + ld_ref) + ld_fp,
         logdet_pair=k_ld * u * (2 * scales.logdet_terms + c_x + c_back) + ld_fp,
         batch=2 * k * u * scales.forward_eval + fp_y,
-        batch_logdet=2 * k_ld * u * scales.logdet_terms,
+        batch_logdet=2 * k_ld * u * (scales.logdet_terms + c_x),
     )
 
 
@@ -443,6 +449,29 @@ def _run_checks(module: InvertibleModule, x: Tensor, context: Tensor | None, che
         check_state_dict_tensors(module, lambda m, v, rev: _apply(m, v, context, rev), x, y, x_back,
                                  tol.roundtrip_forward, tol.roundtrip_inverse, report.failures, report.measured,
                                  report.tolerances, report.notes)
+    if "context" in checks and context is not None and context.is_floating_point():
+        _check_context(module, x, y, x_back, context, tol.roundtrip_forward, tol.roundtrip_inverse, report)
+
+
+def _check_context(module: nn.Module, x: Tensor, y: Tensor, x_back: Tensor, context: Tensor, tol_x: Tensor,
+                   tol_y: Tensor, report: CheckReport) -> None:
+    """Another context (each entry shifted by 1) must move the output of some sample, forward or inverse, by
+    more than the evaluation tolerance: a conditional layer that ignores its context fails."""
+    batch = x.shape[0]
+    norms = lambda t: t.reshape(batch, -1).double().norm(dim=1)  # noqa: E731
+    with allow_nonfinite():
+        y_other = _call(report, "context", "the forward map at another context",
+                        lambda: _apply(module, x.clone(), context + 1, False))[0]
+        x_other = _call(report, "context", "the inverse at another context",
+                        lambda: _apply(module, y.clone(), context + 1, True))[0]
+    ratio = torch.maximum(norms(y_other - y) / tol_y, norms(x_other - x_back) / tol_x).nan_to_num(nan=0.0)
+    i = int(torch.argmax(ratio))
+    change = max(float(norms(y_other - y)[i]), float(norms(x_other - x_back)[i]))
+    report.measured["context"], report.tolerances["context"] = change, float(torch.maximum(tol_x, tol_y)[i])
+    if not float(ratio[i]) > 1:
+        report.failures.append(
+            f"context: the output does not change when the context changes (largest change {change:.3g}, "
+            f"within the evaluation tolerance): the layer ignores its context")
 
 
 def _check_estimated(module: nn.Module, x: Tensor, y: Tensor, context: Tensor | None, exact: Tensor | None,

@@ -36,6 +36,10 @@ class Example:
         layer: the class under test (for coverage checks).
         analytic: whether the module has an analytic inverse and exact log-det (the memory-saving and mpmath
             suites use only these).
+        context: a conditional example: ``build(**params)`` returns ``(module, x, context)``. These are left out
+            of :func:`examples` and :func:`example_names` unless asked for (``conditional=True``), so the suites
+            written for ``(module, x)`` never meet them; ``check_invertible(module, x, context=context)`` checks
+            them.
     """
 
     name: str
@@ -45,6 +49,7 @@ class Example:
     layer: type | None = None
     analytic: bool = True
     tags: frozenset[str] = field(default_factory=frozenset)
+    context: bool = False
 
 
 def register(
@@ -55,8 +60,10 @@ def register(
     layer: type | None = None,
     analytic: bool = True,
     tags: tuple[str, ...] = (),
+    context: bool = False,
 ) -> Callable[[Callable[..., tuple[InvertibleModule, Tensor]]], Callable[..., tuple[InvertibleModule, Tensor]]]:
-    """Decorator registering ``build`` under ``name`` (a second registration of the same name is refused)."""
+    """Decorator registering ``build`` under ``name`` (a second registration of the same name is refused);
+    ``context=True`` for a conditional example, whose ``build`` returns ``(module, x, context)``."""
 
     Build = Callable[..., tuple[InvertibleModule, Tensor]]
 
@@ -71,7 +78,7 @@ def register(
                 torch.manual_seed(int(params.get("seed", 0)))
                 return build(**params)
 
-        _REGISTRY[name] = Example(name, seeded, tuple(configs), space, layer, analytic, frozenset(tags))
+        _REGISTRY[name] = Example(name, seeded, tuple(configs), space, layer, analytic, frozenset(tags), context)
         return build
 
     return decorate
@@ -81,10 +88,11 @@ def _load_catalog() -> None:
     from . import catalog  # noqa: F401  (registers the library's examples)
 
 
-def example_names() -> list[str]:
-    """Names of all registered examples."""
+def example_names(conditional: bool | None = False) -> list[str]:
+    """Names of the registered examples: unconditional ones (default), conditional ones (``True``) or all
+    (``None``)."""
     _load_catalog()
-    return sorted(_REGISTRY)
+    return sorted(n for n, e in _REGISTRY.items() if conditional is None or e.context == conditional)
 
 
 def get_example(name: str) -> Example:
@@ -99,20 +107,20 @@ def _config_id(config: dict[str, Any]) -> str:
     return ",".join(f"{k}={v}" for k, v in config.items()) or "default"
 
 
-def examples(tag: str | None = None) -> Iterator[tuple[str, InvertibleModule, Tensor]]:
-    """Yield ``(name, module, x)`` for every registered example and configuration (float64, small inputs)."""
-    for name in example_names():
+def examples(tag: str | None = None, conditional: bool = False) -> Iterator[tuple[Any, ...]]:
+    """Yield ``(name, module, x)`` for every registered example and configuration (float64, small inputs);
+    with ``conditional=True``, ``(name, module, x, context)`` for every conditional one instead."""
+    for name in example_names(conditional):
         example = _REGISTRY[name]
         if tag is not None and tag not in example.tags:
             continue
         for config in example.configs:
-            module, x = example.build(**config)
-            yield f"{name}[{_config_id(config)}]", module, x
+            yield (f"{name}[{_config_id(config)}]", *example.build(**config))
 
 
 def example_strategy(name: str) -> Any:
-    """A hypothesis strategy of ``(module, x)`` for example ``name``, drawn over its search space (the same as
-    :func:`invertible.testing.strategies.examples`)."""
+    """A hypothesis strategy of ``(module, x)`` (``(module, x, context)`` for a conditional example) for example
+    ``name``, drawn over its search space (the same as :func:`invertible.testing.strategies.examples`)."""
     from .strategies import examples as example_draws
 
     return example_draws(name)

@@ -2,3 +2,4 @@
 
 from . import classifier, core, memory, models, residual  # noqa: F401
 from . import autoregressive, spline  # noqa: F401  (issue 16: splines and masked autoregressive transforms)
+from . import conditional  # noqa: F401  (issue 16: conditional layers and models, built with a context)

@@ -81,26 +81,43 @@ def _net(kind: str) -> str:
     return "conv" if kind == "image" else "mlp"
 
 
+#: Coupling partitions: channel halves, the checkerboard (spatial for images, alternating channels for vectors),
+#: and a channel mask that is neither (channels 0, 3, 6, ... transformed).
+MASKS = ("halves", "checkerboard", "channels")
+
+
+def coupling_mask(mask: str, channels: int) -> Any:
+    """The coupling's ``mask`` argument for one of :data:`MASKS`."""
+    if mask not in MASKS:
+        raise ValueError(f"unknown coupling mask {mask!r}; choose one of {MASKS}")
+    return {"halves": None, "checkerboard": "checkerboard"}.get(mask, [int(c % 3 == 0) for c in range(channels)])
+
+
 @register("additive_coupling", layer=L.AdditiveCoupling,
           configs=[{"kind": k, "swap": s, "net_actnorm": a} for k in SHAPES for s in (False, True)
-                   for a in ((False, True) if k == "image" else (False,))],
-          space=lambda: _space(kind=SHAPES, swap=(False, True)))
-def additive(kind: str = "image", swap: bool = False, net_actnorm: bool = False, batch: int = 3, channels: int = 4,
-             size: int = 4, seed: int = 0, scale: float = 1.0) -> tuple[InvertibleModule, Tensor]:
-    module = L.AdditiveCoupling(channels, hidden=6, net=_net(kind), swap=swap,
+                   for a in ((False, True) if k == "image" else (False,))]
+          + [{"kind": k, "mask": m} for k in SHAPES for m in MASKS[1:]],
+          space=lambda: _space(kind=SHAPES, swap=(False, True), mask=MASKS))
+def additive(kind: str = "image", swap: bool = False, net_actnorm: bool = False, mask: str = "halves",
+             batch: int = 3, channels: int = 4, size: int = 4, seed: int = 0, scale: float = 1.0
+             ) -> tuple[InvertibleModule, Tensor]:
+    module = L.AdditiveCoupling(channels, hidden=6, net=_net(kind), swap=swap, mask=coupling_mask(mask, channels),
                                 net_actnorm=net_actnorm and kind == "image")
     return _done(module, input_shape(kind, batch, channels, size), seed, scale)
 
 
 @register("affine_coupling", layer=L.AffineCoupling,
           configs=[{"scale_fn": f, "order": o} for f in L.SCALE_FNS for o in ("glow", "realnvp")]
-          + [{"kind": "flat", "scale_fn": f} for f in L.SCALE_FNS] + [{"swap": True}, {"net_actnorm": True}],
-          space=lambda: _space(kind=SHAPES, scale_fn=L.SCALE_FNS, order=("glow", "realnvp"), swap=(False, True)))
+          + [{"kind": "flat", "scale_fn": f} for f in L.SCALE_FNS] + [{"swap": True}, {"net_actnorm": True}]
+          + [{"kind": k, "mask": m} for k in SHAPES for m in MASKS[1:]] + [{"mask": "checkerboard", "swap": True}],
+          space=lambda: _space(kind=SHAPES, scale_fn=L.SCALE_FNS, order=("glow", "realnvp"), swap=(False, True),
+                               mask=MASKS))
 def affine(kind: str = "image", scale_fn: str = "sigmoid", order: str = "glow", swap: bool = False,
-           net_actnorm: bool = False, batch: int = 3, channels: int = 4, size: int = 4, seed: int = 0,
-           scale: float = 1.0) -> tuple[InvertibleModule, Tensor]:
+           net_actnorm: bool = False, mask: str = "halves", batch: int = 3, channels: int = 4, size: int = 4,
+           seed: int = 0, scale: float = 1.0) -> tuple[InvertibleModule, Tensor]:
     module = L.AffineCoupling(channels, hidden=6, net=_net(kind), scale_fn=scale_fn, order=order, swap=swap,
-                              eps=0.05, max_scale=3.0, net_actnorm=net_actnorm and kind == "image")
+                              mask=coupling_mask(mask, channels), eps=0.05, max_scale=3.0,
+                              net_actnorm=net_actnorm and kind == "image")
     return _done(module, input_shape(kind, batch, channels, size), seed, scale)
 
 

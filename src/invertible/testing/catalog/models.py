@@ -9,7 +9,7 @@ from ...models import PERMUTATIONS, DenseFlow, Glow
 from ..registry import randomize_, register
 from .core import sample_input
 
-COUPLINGS = ("affine", "additive")
+COUPLINGS = ("affine", "additive", "spline")
 
 
 def _space(**choices: Any) -> Any:
@@ -24,14 +24,16 @@ def _space(**choices: Any) -> Any:
 
 @register("glow", layer=Glow,
           configs=[{"split": s, "coupling": c} for s in (True, False) for c in COUPLINGS]
-          + [{"permutation": p} for p in PERMUTATIONS if p != "lu"] + [{"learn_top": True, "scale_fn": "exp"}],
+          + [{"permutation": p} for p in PERMUTATIONS if p != "lu"] + [{"learn_top": True, "scale_fn": "exp"},
+                                                                      {"mask": "checkerboard", "levels": 1}],
           space=lambda: _space(split=(True, False), coupling=COUPLINGS, permutation=PERMUTATIONS,
                                learn_top=(False, True), channels=(1, 2, 3)))
 def glow(split: bool = True, coupling: str = "affine", permutation: str = "lu", learn_top: bool = False,
-         scale_fn: str = "sigmoid", channels: int = 2, batch: int = 2, seed: int = 0, scale: float = 1.0
-         ) -> tuple[InvertibleModule, Any]:
-    model = Glow((channels, 4, 4), levels=2, depth=2, hidden=6, coupling=coupling, permutation=permutation,
-                 split=split, learn_top=learn_top, scale_fn=scale_fn, seed=seed)
+         scale_fn: str = "sigmoid", mask: str | None = None, levels: int = 2, channels: int = 2, batch: int = 2,
+         seed: int = 0, scale: float = 1.0) -> tuple[InvertibleModule, Any]:
+    # a checkerboard needs 2x2 maps or larger: one level on 4x4 images (two would end on 1x1 maps)
+    model = Glow((channels, 4, 4), levels=levels, depth=2, hidden=6, coupling=coupling, permutation=permutation,
+                 split=split, learn_top=learn_top, scale_fn=scale_fn, mask=mask, bins=3, bound=2.0, seed=seed)
     randomize_(model, 0.1, seed)
     return model.double(), sample_input((batch, channels, 4, 4), seed, scale)
 

@@ -15,7 +15,7 @@ from typing import Any
 from ...base import InvertibleModule
 from ...layers.spline import RationalQuadraticSpline, SplineCoupling
 from ..registry import randomize_, register
-from .core import input_shape, sample_input
+from .core import MASKS, coupling_mask, input_shape, sample_input
 
 SHAPES = ("image", "flat")
 SETTINGS: dict[str, dict[str, float]] = {
@@ -58,11 +58,13 @@ def rq_spline(kind: str = "flat", bins: int = 4, bound: float = 2.0, settings: s
 @register("spline_coupling", layer=SplineCoupling,
           configs=[{"kind": k, "swap": s} for k in SHAPES for s in (False, True)]
           + [{"kind": "flat", "settings": "tight"}, {"kind": "flat", "bins": 2, "channels": 3},
-             {"kind": "image", "settings": "tight", "channels": 3}],
-          space=lambda: _space(kind=SHAPES, swap=(False, True), channels=(2, 3, 4, 5), strength=(0.5, 1.0)))
+             {"kind": "image", "settings": "tight", "channels": 3}]
+          + [{"kind": k, "mask": m} for k in SHAPES for m in MASKS[1:]],
+          space=lambda: _space(kind=SHAPES, swap=(False, True), channels=(2, 3, 4, 5), strength=(0.5, 1.0),
+                               mask=MASKS))
 def spline_coupling(kind: str = "flat", swap: bool = False, bins: int = 4, bound: float = 2.0,
                     settings: str = "default", channels: int = 4, size: int = 4, batch: int = 3, seed: int = 0,
-                    scale: float = 1.5, strength: float = 1.0) -> tuple[InvertibleModule, Any]:
+                    scale: float = 1.5, strength: float = 1.0, mask: str = "halves") -> tuple[InvertibleModule, Any]:
     """Parameter noise ``strength * 0.4`` (flat) or ``strength * 0.2`` (image: the conv net's last layer has the
     gain ``exp(3 logs)``). Strengths above 1 drive the raw spline parameters to ~1e1..1e3, where the softmaxes
     saturate and ``g'`` reaches 1e-8: ``gradcheck``'s finite differences (step 1e-6) are not accurate there
@@ -72,6 +74,6 @@ def spline_coupling(kind: str = "flat", swap: bool = False, bins: int = 4, bound
     conditioning-aware tolerances in ``tests/numerical/test_spline.py``."""
     noise = strength * (0.2 if kind == "image" else 0.4)
     module = SplineCoupling(channels, hidden=6, net="conv" if kind == "image" else "mlp", swap=swap,
-                            **_spline_args(bins, bound, settings))
+                            mask=coupling_mask(mask, channels), **_spline_args(bins, bound, settings))
     randomize_(module, noise, seed)
     return module.double(), sample_input(input_shape(kind, batch, channels, size), seed, scale)
