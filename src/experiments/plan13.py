@@ -1,0 +1,295 @@
+"""Issue 13's runs as data, in priority order, and the launcher that runs them: ``python -m experiments.plan13``.
+
+Every run is a :class:`PlannedRun`: the page it feeds, its setting, its name within the setting, the seed, the study
+and the study's flags. Its folder is ``<root>/<page>/<setting>/<run>/s<seed>`` (``--out``; the launcher adds
+``--seed``, ``--out`` and ``--threads 1``). The report pages read these folders' ``metrics.json`` and CSV logs; a
+claim a page calls reproduced rests on every seed of its runs (at least 3).
+
+The launcher (``python -m experiments.plan13 --root /work/runs13 --jobs 2``) copies ``src/`` once into
+``<root>/_code/<commit>`` and runs every planned run from that frozen copy, ``nice``-d, one thread each, at most
+``--jobs`` at a time, in the order of :data:`RUNS`: a run whose ``metrics.json`` has a final status is skipped,
+an interrupted one continues with ``--resume``, one held by a live process (``.lock``) counts as running. Each launch
+is one line of ``<root>/_launcher.jsonl`` (command, code copy, start, end, exit status, wall seconds); each run's
+output goes to ``<folder>.log``. Stop it with Ctrl-C (or kill its pid): the runs it started go on; a later launcher
+picks up from the folders.
+
+Example::
+
+    >>> [r.folder("/r").as_posix() for r in RUNS if r.setting == "paper" and r.run == "affine_conv"][:1]
+    ['/r/classification/paper/affine_conv/s1']
+
+Commands::
+
+    python -m experiments.plan13 --list                      # the plan with its estimated times
+    python -m experiments.plan13 --root /work/runs13 --jobs 2 --only classification/paper
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as _dt
+import fnmatch
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Sequence
+
+__all__ = ["PlannedRun", "RUNS", "SETTINGS", "main"]
+
+FINAL = ("completed",)
+
+
+@dataclass(frozen=True)
+class PlannedRun:
+    """One planned run: ``python -m experiments.<study> <argv> --seed <seed> --out <folder>``."""
+
+    page: str
+    setting: str
+    run: str
+    seed: int
+    study: str
+    argv: tuple[str, ...]
+    minutes: float  # estimated wall time on the shared 2-core machine (load ~8), one thread
+    claim: str = ""
+    extra: dict = field(default_factory=dict, compare=False, hash=False)
+
+    @property
+    def key(self) -> str:
+        """``page/setting/run/s<seed>``."""
+        return f"{self.page}/{self.setting}/{self.run}/s{self.seed}"
+
+    def folder(self, root: str | Path) -> Path:
+        return Path(root) / self.page / self.setting / self.run / f"s{self.seed}"
+
+    def command(self, root: str | Path) -> list[str]:
+        """The study's command line (without the interpreter)."""
+        return ["-m", f"experiments.{self.study}", *self.argv, "--seed", str(self.seed), "--out",
+                str(self.folder(root)), "--threads", "1"]
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Settings: the flags every run of a setting shares, and what the setting is for
+# ----------------------------------------------------------------------------------------------------------------
+#: The README's common classifier flags (the original README's commands).
+README = ("--zero-init", "--use-prior", "--use-actnorm", "--no-inverse-svd")
+_AFFINE_CONV = ("--coupling", "affine", "--permutation", "conv", *README)
+_AFFINE_SHUFFLE = ("--coupling", "affine", "--permutation", "shuffle", *README)
+_ADDITIVE_CONV = ("--coupling", "additive", "--permutation", "conv", *README)
+_ADDITIVE_SHUFFLE = ("--coupling", "additive", "--permutation", "shuffle", *README)
+#: The README's FD command (intended form, every 10 iterations, memory saving) at a given weight.
+_FD = lambda w: ("--fd-coeff", w, "--fd-inv-coeff", w, "--regularize-every", "10", "--mem-saving")  # noqa: E731
+#: Per-dimension scaled weights: NF 1e-5 on CIFAR-10 (D = 3072) is 1e-5 * 3072 / D; the README's FD 1e-4 in the
+#: original form is eps * D = 307 times the intended form on CIFAR-10, i.e. 3.1e-2 (docs/results/classification.md).
+NF_SCALED = {"digits": "4.8e-4", "fashion-mnist-16": "1.2e-4"}  # D = 64 and D = 256
+FD_SCALED = "3.1e-2"
+
+SETTINGS: dict[str, dict[str, object]] = {
+    "classification/paper": {
+        "what": "digits (8x8, 1438 training images), the paper's Adam 1e-4 and batch 128 with its schedule: 200 "
+                "epochs (2400 iterations), lr x0.1 at epochs 60/120/160 (iterations 720/1440/1920); memory-saving "
+                "gradient checks every 60 iterations",
+        "argv": ("--lr", "1e-4", "--batch-size", "128", "--epochs", "200", "--lr-decay-epochs", "60", "120", "160",
+                 "--eval-every", "4", "--log-every", "60", "--svd-every", "60", "--grad-check-every", "60"),
+    },
+    "classification/twin": {
+        "what": "digits, the study's default optimiser (Adam 1e-3, batch 32, 450 iterations), the README's 1x1-conv "
+                "model regularized with --twin: the regularized model and its unregularized twin in one run",
+        "argv": (*_AFFINE_CONV,),
+    },
+    "classification/fashion_nodecay": {
+        "what": "Fashion-MNIST resized to 16x16 (D = 256), first 10000 training and 2000 test images, Adam 1e-4 and "
+                "batch 128, 20 epochs (1580 iterations) without decay: when does the failure appear?",
+        "argv": ("--dataset", "fashion-mnist-16", "--train-subset", "10000", "--test-subset", "2000", "--epochs",
+                 "20", "--lr-decay-epochs", "--eval-every", "2", "--log-every", "78", "--svd-every", "78",
+                 "--grad-check-every", "78"),
+    },
+    "classification/fashion": {
+        "what": "Fashion-MNIST 16x16 (first 10000 training, 2000 test images), Adam 1e-4, batch 128, 30 epochs "
+                "(2370 iterations), lr x0.1 at epochs 9/18/24 (30/60/80 %, the paper's relative positions)",
+        "argv": ("--dataset", "fashion-mnist-16", "--train-subset", "10000", "--test-subset", "2000", "--epochs",
+                 "30", "--lr-decay-epochs", "9", "18", "24", "--eval-every", "2", "--log-every", "79",
+                 "--svd-every", "158", "--grad-check-every", "158"),
+    },
+}
+
+
+def _classification(setting: str, runs: dict[str, tuple[tuple[str, ...], float, str]], seeds: Sequence[int]
+                    ) -> list[PlannedRun]:
+    shared = tuple(SETTINGS[f"classification/{setting}"]["argv"])  # type: ignore[arg-type]
+    return [PlannedRun("classification", setting, name, seed, "classification", (*shared, *argv), minutes, claim)
+            for seed in seeds for name, (argv, minutes, claim) in runs.items()]
+
+
+C1, C2, C3, C8 = ("1: unregularized affine becomes non-invertible", "2b: memory-saving gradients fail as the inverse "
+                  "explodes", "3: NF/FD keep it invertible at equal accuracy", "additive stays invertible")
+
+#: Tier 1: digits at the paper's optimiser: the failure, when it appears, memory saving, the cures (3 seeds first).
+_PAPER_1 = {
+    "affine_conv": (_AFFINE_CONV, 16, C1),
+    "affine_conv_mem": ((*_AFFINE_CONV, "--mem-saving"), 30, C2),
+    "affine_conv_nf_scaled": ((*_AFFINE_CONV, "--nf-coeff", NF_SCALED["digits"]), 16, C3),
+    "affine_conv_fd_scaled": ((*_AFFINE_CONV, *_FD(FD_SCALED)), 30, C3),
+    "affine_conv_nf": ((*_AFFINE_CONV, "--nf-coeff", "1e-5"), 16, C3),
+    "additive_conv": (_ADDITIVE_CONV, 16, C8),
+    "affine_shuffle": (_AFFINE_SHUFFLE, 16, C1),
+}
+_PAPER_2 = {
+    "affine_conv_fd": ((*_AFFINE_CONV, *_FD("1e-4")), 30, C3),
+    "affine_shuffle_mem": ((*_AFFINE_SHUFFLE, "--mem-saving"), 30, C2),
+    "additive_shuffle": (_ADDITIVE_SHUFFLE, 16, C8),
+}
+_TWIN = {
+    "nf_scaled": (("--nf-coeff", NF_SCALED["digits"], "--twin"), 5, "the main job shows its regularizer"),
+    "nf": (("--nf-coeff", "1e-5", "--twin"), 5, "the main job shows its regularizer"),
+}
+_FASHION_1 = {
+    "affine_conv": (_AFFINE_CONV, 60, C1),
+    "affine_conv_nf_scaled": ((*_AFFINE_CONV, "--nf-coeff", NF_SCALED["fashion-mnist-16"]), 60, C3),
+    "additive_conv": (_ADDITIVE_CONV, 50, C8),
+}
+_FASHION_2 = {
+    "affine_shuffle": (_AFFINE_SHUFFLE, 60, C1),
+    "affine_conv_nf": ((*_AFFINE_CONV, "--nf-coeff", "1e-5"), 60, C3),
+    "affine_conv_fd_scaled": ((*_AFFINE_CONV, *_FD(FD_SCALED)), 110, C3),
+    "affine_conv_fd": ((*_AFFINE_CONV, *_FD("1e-4")), 110, C3),
+    "affine_shuffle_nf_scaled": ((*_AFFINE_SHUFFLE, "--nf-coeff", NF_SCALED["fashion-mnist-16"]), 60, C3),
+    "affine_shuffle_nf": ((*_AFFINE_SHUFFLE, "--nf-coeff", "1e-5"), 60, C3),
+    "additive_shuffle": (_ADDITIVE_SHUFFLE, 50, C8),
+}
+
+#: Every planned run, most important first (the launcher's order).
+RUNS: list[PlannedRun] = [
+    *_classification("paper", _PAPER_1, (1, 2, 3)),
+    *_classification("twin", _TWIN, (1, 2, 3)),
+    *_classification("fashion_nodecay", {"affine_conv": (_AFFINE_CONV, 45, C1)}, (1,)),
+    *_classification("fashion", _FASHION_1, (1, 2, 3)),
+    *_classification("paper", {"affine_conv": _PAPER_1["affine_conv"]}, (4, 5)),
+    *_classification("paper", _PAPER_2, (1, 2, 3)),
+    *_classification("fashion", _FASHION_2, (1,)),
+]
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# The launcher
+# ----------------------------------------------------------------------------------------------------------------
+def _state(folder: Path) -> str:
+    """``done`` (a final metrics.json), ``running`` (a live process holds the lock), ``partial`` or ``new``."""
+    metrics = folder / "metrics.json"
+    if metrics.is_file():
+        try:
+            status = json.loads(metrics.read_text()).get("status")
+        except ValueError:
+            status = None
+        if status is not None and "timing" in json.loads(metrics.read_text()):
+            return "done"
+    if (folder / ".lock").is_file():
+        from .common.lock import RunLock, RunLocked
+
+        try:
+            RunLock(folder).acquire().release()
+        except RunLocked:
+            return "running"
+    return "partial" if (folder / "config.json").is_file() else "new"
+
+
+def _selected(runs: Sequence[PlannedRun], only: Sequence[str]) -> list[PlannedRun]:
+    if not only:
+        return list(runs)
+    return [r for r in runs if any(fnmatch.fnmatch(r.key, f"{p}*") for p in only)]
+
+
+def _freeze_code(root: Path) -> Path:
+    src = Path(__file__).resolve().parents[1]
+    try:
+        commit = subprocess.run(["git", "-C", str(src), "rev-parse", "--short", "HEAD"], capture_output=True,
+                                text=True, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "-C", str(src), "status", "--porcelain", "--", "."], capture_output=True,
+                               text=True, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        commit, dirty = "unknown", "unknown"
+    name = commit + ("-dirty-" + _dt.datetime.now().strftime("%H%M%S") if dirty else "")
+    target = root / "_code" / name
+    if not target.is_dir():
+        shutil.copytree(src, target, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+    return target
+
+
+def launch(runs: Sequence[PlannedRun], root: Path, *, jobs: int, nice: int, python: str, dry_run: bool = False,
+           poll: float = 20.0) -> int:
+    """Run ``runs`` in order, at most ``jobs`` at a time (see the module docstring); returns when all are done."""
+    root.mkdir(parents=True, exist_ok=True)
+    code = None if dry_run else _freeze_code(root)
+    journal = root / "_launcher.jsonl"
+    active: dict[str, tuple[subprocess.Popen, PlannedRun, float, list[str]]] = {}
+    pending = list(runs)
+
+    def note(entry: dict) -> None:
+        with open(journal, "a") as handle:
+            handle.write(json.dumps(entry) + "\n")
+
+    while pending or active:
+        for key, (proc, run, started, cmd) in list(active.items()):
+            if proc.poll() is not None:
+                note({"run": key, "event": "end", "rc": proc.returncode, "wall_seconds": time.time() - started,
+                      "end": _dt.datetime.now().isoformat(timespec="seconds")})
+                del active[key]
+        states = {r.key: _state(r.folder(root)) for r in pending}
+        pending = [r for r in pending if states[r.key] != "done"]
+        foreign = sum(1 for r in pending if states[r.key] == "running" and r.key not in active)
+        for run in list(pending):
+            if len(active) + foreign >= jobs:
+                break
+            if run.key in active or states[run.key] == "running":
+                continue
+            folder = run.folder(root)
+            cmd = [python, *run.command(root)] + (["--resume"] if states[run.key] == "partial" else [])
+            if dry_run:
+                print(" ".join(cmd))
+                pending.remove(run)
+                continue
+            folder.parent.mkdir(parents=True, exist_ok=True)
+            env = {**os.environ, "PYTHONPATH": str(code), "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+            log = open(folder.with_name(folder.name + ".log"), "a")
+            proc = subprocess.Popen(["nice", "-n", str(nice), *cmd], cwd=root, env=env, stdout=log,
+                                    stderr=subprocess.STDOUT, start_new_session=True)
+            active[run.key] = (proc, run, time.time(), cmd)
+            pending.remove(run)
+            note({"run": run.key, "event": "start", "command": cmd, "code": str(code), "pid": proc.pid,
+                  "start": _dt.datetime.now().isoformat(timespec="seconds")})
+        if dry_run:
+            return 0
+        if pending or active:
+            time.sleep(poll)
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m experiments.plan13", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--root", type=Path, default=Path("/work/runs13"), help="Where the run folders go.")
+    parser.add_argument("--jobs", type=int, default=2, help="Runs at a time (default: %(default)s).")
+    parser.add_argument("--nice", type=int, default=10, help="nice level of the runs (default: %(default)s).")
+    parser.add_argument("--only", nargs="*", default=[], help="Run only the keys starting with these patterns "
+                        "(page/setting/run/s<seed>, shell wildcards allowed).")
+    parser.add_argument("--list", action="store_true", help="Print the plan (state, estimated minutes) and exit.")
+    parser.add_argument("--dry-run", action="store_true", help="Print the commands the launcher would start now.")
+    args = parser.parse_args(argv)
+    runs = _selected(RUNS, args.only)
+    if args.list:
+        total = 0.0
+        for r in runs:
+            state = _state(r.folder(args.root))
+            total += r.minutes if state != "done" else 0.0
+            print(f"{state:<8}{r.minutes:>6.0f} min  {r.key:<60} {' '.join(r.argv)}")
+        print(f"{len(runs)} runs; about {total / 60:.1f} h of run time left ({total / 60 / max(args.jobs, 1):.1f} h "
+              f"wall with {args.jobs} at a time)")
+        return 0
+    return launch(runs, args.root, jobs=args.jobs, nice=args.nice, python=sys.executable, dry_run=args.dry_run)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
