@@ -11,15 +11,16 @@ Example::
 
 from __future__ import annotations
 
+import copy
 import math
 from typing import Any, Sequence
 
 import numpy as np
 import torch
 
-from invertible.diagnostics import NONINVERTIBLE_RTOL, ConditionAt, judge_reconstructions
+from invertible.diagnostics import NONINVERTIBLE_RTOL, ConditionAt, eval_mode, jacobian_stats, judge_reconstructions
 
-__all__ = ["ORIGIN", "condition_at_points", "point_verdict"]
+__all__ = ["ORIGIN", "attack_verdicts", "condition_at_points", "kappa_at", "point_verdict"]
 
 #: Points closer to the origin than this fraction of the set's largest norm are left out of a verdict by norms.
 ORIGIN = 1e-6
@@ -72,3 +73,54 @@ def point_verdict(relative: Any, nonfinite: Any, *, cond: Any = None, sigma_max:
     out = verdict.to_dict()
     out["excluded_near_origin"] = int((~keep).sum())
     return out
+
+
+def _norms(x: torch.Tensor) -> np.ndarray:
+    return x.detach().double().flatten(1).norm(dim=1).cpu().numpy()
+
+
+def kappa_at(model: Any, x: torch.Tensor) -> np.ndarray:
+    """Forward condition numbers of the exact Jacobian of a float64 copy of ``model`` at the rows of ``x`` (NaN where
+    the Jacobian is not finite)."""
+    flow = copy.deepcopy(model).double()
+    try:
+        with eval_mode(flow):
+            stats = jacobian_stats(flow, x.detach().double(), inverse=False)
+        return stats.condition_number.double().cpu().numpy()
+    except (RuntimeError, ValueError):
+        return np.full(len(x), np.nan)
+
+
+def attack_verdicts(x_nat: torch.Tensor, x_start: torch.Tensor, start_error: torch.Tensor, result: Any,
+                    dtype: Any, rtol: float = NONINVERTIBLE_RTOL, model: Any = None) -> dict[str, Any]:
+    """Where an invertibility attack broke the flow: the verdict on the natural inputs (``clean``), on the random
+    starting points (``start``: step 0, before any ascent) and on each point's worst iterate (``worst``), and the
+    counts that tell the ascent's work from the start's: ``breaks_at_start`` (points already non-invertible at
+    step 0), ``breaks_by_ascent`` (points invertible at step 0 whose worst iterate is not) and ``broken``.
+
+    ``result`` is the :class:`invertible.attack.AttackResult`; ``x_start``/``start_error`` the starting points and
+    their accurate reconstruction errors (an attack of 0 steps from the same seed gives them). With ``model``, each
+    verdict carries the condition number (float64 copy, exact) at its worst-reconstructed point.
+    """
+    def verdict(errors: torch.Tensor, x: torch.Tensor) -> dict[str, Any]:
+        e = errors.detach().double().cpu().numpy()
+        norms = _norms(x)
+        rel = e / np.maximum(norms, np.finfo(float).tiny)
+        out = point_verdict(rel, ~np.isfinite(e), dtype=dtype, rtol=rtol)
+        if model is not None:
+            w = out["worst_index"]
+            cond = np.full(len(e), np.nan)
+            cond[w] = kappa_at(model, x[w:w + 1])[0]
+            out["at_worst"] = condition_at_points([w], np.where(np.isfinite(e), rel, np.inf), cond).__dict__
+        return out
+
+    def broken(errors: torch.Tensor, x: torch.Tensor) -> np.ndarray:
+        e = errors.detach().double().cpu().numpy()
+        return ~(e <= rtol * _norms(x))  # NaN and Inf count as broken
+
+    at_start = broken(start_error, x_start)
+    at_worst = broken(result.max_error, result.x_worst) | at_start
+    return {"verdicts": {"clean": verdict(result.clean_error, x_nat), "start": verdict(start_error, x_start),
+                         "worst": verdict(result.max_error, result.x_worst)},
+            "breaks_at_start": int(at_start.sum()), "breaks_by_ascent": int((at_worst & ~at_start).sum()),
+            "broken": int(at_worst.sum()), "points": int(len(at_start))}
