@@ -63,7 +63,7 @@ def summarize(result: AttackResult, x_nat: torch.Tensor | None = None, model: An
     finite_max = result.accurate_error[torch.isfinite(result.accurate_error)]
     return {"clean_error_max": float(result.clean_error.max()),
             "final_error_max": float(result.accurate_error[-1].nan_to_num(nan=math.inf).max()),
-            "max_error": float(result.max_error.max()),
+            "max_error": float(result.accurate_error.double().nan_to_num(nan=math.inf, posinf=math.inf).max()),
             "largest_finite_error": float(finite_max.max()) if finite_max.numel() else math.nan,
             "growth_max": float(result.growth.max()),
             "first_nonfinite_step": int(broken.min()) if broken.numel() else -1,

@@ -77,7 +77,7 @@ def run(run: Run, args: argparse.Namespace) -> dict[str, Any]:
             hit = first[first >= 0]
             growth = _worst(acc, dim=0) / result.reference.double()  # per point: worst over the steps
             # per point: worst error relative to the size of the input where it occurred (errors scale with |x|)
-            relative = result.max_error.double() / result.x_worst.double().flatten(1).norm(dim=1)
+            relative = _worst(acc, dim=0) / result.x_worst.double().flatten(1).norm(dim=1)
             metrics.setdefault(kind, {})[f"radius_{radius:g}"] = {
                 "clean_recon_max": float(_worst(result.clean_error)),
                 "final_recon_max": float(_worst(acc[-1])),

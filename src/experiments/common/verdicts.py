@@ -118,9 +118,11 @@ def attack_verdicts(x_nat: torch.Tensor, x_start: torch.Tensor, start_error: tor
         e = errors.detach().double().cpu().numpy()
         return ~(e <= rtol * _norms(x))  # NaN and Inf count as broken
 
+    # the worst error per point with Inf kept Inf (AttackResult.max_error maps +Inf to the largest float)
+    worst_error = result.accurate_error.double().nan_to_num(nan=math.inf, posinf=math.inf).amax(dim=0)
     at_start = broken(start_error, x_start)
-    at_worst = broken(result.max_error, result.x_worst) | at_start
+    at_worst = broken(worst_error, result.x_worst) | at_start
     return {"verdicts": {"clean": verdict(result.clean_error, x_nat), "start": verdict(start_error, x_start),
-                         "worst": verdict(result.max_error, result.x_worst)},
+                         "worst": verdict(worst_error, result.x_worst)},
             "breaks_at_start": int(at_start.sum()), "breaks_by_ascent": int((at_worst & ~at_start).sum()),
             "broken": int(at_worst.sum()), "points": int(len(at_start))}
