@@ -16,6 +16,7 @@ import torch
 from torch import Tensor, nn
 
 from invertible import ActNorm, allow_nonfinite
+from invertible.checkpoint import load_checkpoint
 from invertible.diagnostics import jacobian_stats, reconstruction_error
 from invertible.models import DenseFlow, standard_normal_log_prob
 
@@ -266,3 +267,32 @@ def run(run: Run, args: argparse.Namespace) -> dict[str, Any]:
     if run.main:
         plot_runs(csvs, run.plot_dir / "toy_regression.png")
     return dict(run.metrics)
+
+
+def remeasure(args: argparse.Namespace, device: torch.device) -> int:
+    """``--remeasure RUN_FOLDER``: the final measurements of a finished run (also one written by older code of this
+    study) taken again from its last checkpoint with the current code: the verdicts per set into
+    ``verdicts_<coeff>.json`` and ``metrics.json`` (``remeasured``: the final row of each coefficient). The training
+    logs are left as they are. Exit status 0."""
+    folder = Path(args.remeasure)
+    stored = json.loads((folder / "config.json").read_text())["args"]
+    parts = load_checkpoint(folder / "checkpoints" / "latest.pt", map_location=device)
+    state = parts["state"]["models"] if "state" in parts else parts["models"]
+    dtype = torch.float64 if stored.get("float64") else torch.float32
+    x64, _ = make_data(stored["points"], stored["seed"])
+    x = x64.to(device, dtype)
+    grid_points = grid(stored["grid_extent"], stored["grid_size"], dtype, device)
+    models = nn.ModuleList(build_model(stored["steps"], stored["hidden"]) for _ in stored["nf_coeff"])
+    models.load_state_dict(state)
+    models.to(device, dtype)
+    metrics_path = folder / "metrics.json"
+    metrics = json.loads(metrics_path.read_text()) if metrics_path.is_file() else {}
+    for coeff, model in zip(stored["nf_coeff"], models):
+        verdicts: dict[str, Any] = {}
+        row = measure(model, x, grid_points, verdicts)
+        write_json(folder / f"verdicts_{coeff_label(coeff)}.json", verdicts)
+        entry = metrics.setdefault(coeff_label(coeff), {})
+        entry.update(verdicts=verdicts, remeasured=row)
+        print(f"{coeff_label(coeff)}: train {verdicts['train']['reason']}; grid {verdicts['grid']['reason']}")
+    write_json(metrics_path, metrics)
+    return 0
