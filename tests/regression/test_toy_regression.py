@@ -76,7 +76,10 @@ def test_data_are_the_originals() -> None:
     x, y = toy_regression.make_data(10_000, 1111)
     assert x.shape == y.shape == (10_000, 2) and x.dtype == torch.float64
     assert float(y[:, 0].abs().max()) < 1e-10
-    torch.testing.assert_close(y[:, 1], x[:, 1], rtol=1e-12, atol=1e-12)
+    # equal up to the SVD numpy's multivariate_normal takes of the singular covariance: its last bits depend on the
+    # LAPACK kernel (measured 3.6e-8 at most on an OpenBLAS 0.3.31 machine where the reference machine gave 1e-12)
+    torch.testing.assert_close(y[:, 1], x[:, 1], rtol=0, atol=1e-6)
+    assert float((y[:, 1] + x[:, 1]).abs().min()) < 1.0  # negative control: not merely the same size
     assert abs(float(x.std(dim=0)[0]) - 1) < 0.03 and abs(float(x.mean())) < 0.03
 
 
