@@ -93,7 +93,8 @@ def test_the_attack_on_a_loaded_glow_and_a_broken_one(checkpoints: dict[str, obj
     # a flow broken everywhere is broken by the random start, not by the ascent; the loaded Glow by neither
     assert (models["broken"]["breaks_at_start"], models["broken"]["breaks_by_ascent"]) == (2, 0)
     assert not models["broken"]["verdicts"]["start"]["invertible"] and models["broken"]["nonfinite_at_start"] == 2
-    assert (models["glow"]["breaks_at_start"], models["glow"]["breaks_by_ascent"], models["glow"]["broken"]) == (0, 0, 0)
+    glow = models["glow"]
+    assert (glow["breaks_at_start"], glow["breaks_by_ascent"], glow["broken"]) == (0, 0, 0)
     assert all(models["glow"]["verdicts"][k]["invertible"] for k in ("clean", "start", "worst"))
     assert models["glow"]["verdicts"]["worst"]["at_worst"]["kappa_forward"][0] >= 1
 

@@ -47,7 +47,8 @@ def attack_flow(flow: ImageFlow, images: torch.Tensor, levels: int, *, radius_le
         result = invertibility_attack(flow.model, x_nat, steps=steps, **settings,
                                       generator=torch.Generator().manual_seed(seed))
         # the random start alone (0 steps from the same seed): what breaks there is not the ascent's doing
-        start = invertibility_attack(flow.model, x_nat, steps=0, **settings, generator=torch.Generator().manual_seed(seed))
+        start = invertibility_attack(flow.model, x_nat, steps=0, **settings,
+                                     generator=torch.Generator().manual_seed(seed))
     result.start = start  # type: ignore[attr-defined]
     return result, radius, step, x_nat
 

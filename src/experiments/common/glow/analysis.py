@@ -58,7 +58,8 @@ from .model import RunModel, find_model_runs, load_run, snapshots
 
 __all__ = ["ANALYSED_STUDY", "ANALYSIS_FIELDS", "AnalysisError", "PROBE_SETS", "Probes", "analyze_folders",
            "analyze_model",
-           "analyze_runs", "analyze_study", "finite_rows", "first_failures", "last_snapshot_table", "latent_round_trip", "make_probes",
+           "analyze_runs", "analyze_study", "finite_rows", "first_failures", "last_snapshot_table", "latent_round_trip",
+           "make_probes",
            "measure_set", "model_bpd", "plot_analysis", "sample", "summary"]
 
 _log = logging.getLogger(__name__)
@@ -386,9 +387,12 @@ def summary(rows: Sequence[dict[str, Any]], models: dict[str, dict[str, Any]] | 
         for set_name, r in sets.items():
             lines.append(f"{name:<22}{r['step']:>7} {set_name:<11}{r['input_nonfinite']:>11.3f}{r['bpd']:>8.3f}"
                          f"{r['cond_max']:>10.3g}{r['logdet_error_max']:>10.2g}{r['mse_9_max']:>11.3g}"
-                         f"{r['recon_nonfinite_9']:>12.3f}  "
-                         f"{'invertible' if r.get('invertible') == 1 else 'NON-INVERTIBLE' if r.get('invertible') == 0 else 'n/a'}")
+                         f"{r['recon_nonfinite_9']:>12.3f}  {_word(r.get('invertible'))}")
     return "\n".join(lines)
+
+
+def _word(invertible: Any) -> str:
+    return {1: "invertible", 0: "NON-INVERTIBLE"}.get(invertible, "n/a")
 
 
 def last_snapshot_table(rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
