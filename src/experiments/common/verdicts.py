@@ -18,9 +18,10 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
-from invertible.diagnostics import NONINVERTIBLE_RTOL, ConditionAt, eval_mode, jacobian_stats, judge_reconstructions
+from invertible.diagnostics import (NONINVERTIBLE_RTOL, ConditionAt, eval_mode, extreme_singular_values, jacobian_stats,
+                                    judge_reconstructions)
 
-__all__ = ["ORIGIN", "attack_verdicts", "condition_at_points", "kappa_at", "point_verdict"]
+__all__ = ["MAX_EXACT_DIMS", "ORIGIN", "attack_verdicts", "condition_at_points", "kappa_at", "kappa_method", "point_verdict"]
 
 #: Points closer to the origin than this fraction of the set's largest norm are left out of a verdict by norms.
 ORIGIN = 1e-6
@@ -79,16 +80,29 @@ def _norms(x: torch.Tensor) -> np.ndarray:
     return x.detach().double().flatten(1).norm(dim=1).cpu().numpy()
 
 
+#: Inputs with more entries than this get matrix-free (Lanczos) condition numbers instead of exact Jacobians.
+MAX_EXACT_DIMS = 1024
+
+
 def kappa_at(model: Any, x: torch.Tensor) -> np.ndarray:
-    """Forward condition numbers of the exact Jacobian of a float64 copy of ``model`` at the rows of ``x`` (NaN where
-    the Jacobian is not finite)."""
+    """Forward condition numbers of the Jacobian of a float64 copy of ``model`` at the rows of ``x``: exact up to
+    :data:`MAX_EXACT_DIMS` entries per input, Lanczos estimates beyond (as the library's verdict does); NaN where
+    the Jacobian is not finite."""
     flow = copy.deepcopy(model).double()
+    x64 = x.detach().double()
     try:
         with eval_mode(flow):
-            stats = jacobian_stats(flow, x.detach().double(), inverse=False)
-        return stats.condition_number.double().cpu().numpy()
+            if x64[0].numel() <= MAX_EXACT_DIMS:
+                return jacobian_stats(flow, x64, inverse=False).condition_number.double().cpu().numpy()
+            est = extreme_singular_values(flow, x64, method="lanczos", generator=torch.Generator().manual_seed(0))
+            return est.condition_number.double().cpu().numpy()
     except (RuntimeError, ValueError):
         return np.full(len(x), np.nan)
+
+
+def kappa_method(x: torch.Tensor) -> str:
+    """``"exact"`` or ``"lanczos"``: how :func:`kappa_at` measures inputs shaped like the rows of ``x``."""
+    return "exact" if x[0].numel() <= MAX_EXACT_DIMS else "lanczos"
 
 
 def attack_verdicts(x_nat: torch.Tensor, x_start: torch.Tensor, start_error: torch.Tensor, result: Any,
@@ -111,7 +125,8 @@ def attack_verdicts(x_nat: torch.Tensor, x_start: torch.Tensor, start_error: tor
             w = out["worst_index"]
             cond = np.full(len(e), np.nan)
             cond[w] = kappa_at(model, x[w:w + 1])[0]
-            out["at_worst"] = condition_at_points([w], np.where(np.isfinite(e), rel, np.inf), cond).__dict__
+            out["at_worst"] = condition_at_points([w], np.where(np.isfinite(e), rel, np.inf), cond,
+                                                  method=kappa_method(x)).__dict__
         return out
 
     def broken(errors: torch.Tensor, x: torch.Tensor) -> np.ndarray:

@@ -20,7 +20,7 @@ from invertible.diagnostics import reconstruction_error
 from ..common.image_flows import ImageFlow, slug, study_flows, without_logdet
 from ..common.plots import histogram, image_grid
 from ..common.runs import CsvLog, Run
-from ..common.verdicts import condition_at_points, kappa_at, point_verdict
+from ..common.verdicts import condition_at_points, kappa_at, kappa_method, point_verdict
 from .sets import RawSet, available_sets, synthetic_unit
 from .tables import fmt, markdown_tables
 
@@ -127,7 +127,8 @@ def set_verdict(flow: ImageFlow, x: Tensor, values: dict[str, Any]) -> dict[str,
     with iterative_inverse(on_failure="return"), without_logdet(flow.model):
         cond = np.full(len(rel), np.nan)
         cond[w] = kappa_at(flow.model, x[w:w + 1].to(next(flow.model.parameters()).device))[0]
-    verdict["at_worst"] = condition_at_points([w], np.where(nonfinite, np.inf, rel), cond).__dict__
+    verdict["at_worst"] = condition_at_points([w], np.where(nonfinite, np.inf, rel), cond,
+                                              method=kappa_method(x)).__dict__
     return verdict
 
 
