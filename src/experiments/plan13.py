@@ -103,6 +103,13 @@ SETTINGS: dict[str, dict[str, object]] = {
         "argv": ("--lr", "1e-4", "--batch-size", "128", "--epochs", "200", "--lr-decay-epochs", "60", "120", "160",
                  "--eval-every", "4", "--log-every", "60", "--svd-every", "60", "--grad-check-every", "60"),
     },
+    "classification/readme60": {
+        "what": "digits, the README's affine 1x1-conv command with the paper's Adam 1e-4 and batch 128, no decay, 60 "
+                "epochs (720 iterations), NF 1e-5 with --twin (the unregularized twin in the same run); the verdict "
+                "over the whole sets and kappa at the worst-reconstructed image every 5 epochs (60 iterations)",
+        "argv": ("--lr", "1e-4", "--batch-size", "128", "--epochs", "60", "--lr-decay-epochs", "--eval-every", "5",
+                 "--log-every", "60", "--svd-every", "60", "--grad-check-every", "60"),
+    },
     "classification/twin": {
         "what": "digits, the study's default optimiser (Adam 1e-3, batch 32, 450 iterations), the README's 1x1-conv "
                 "model regularized with --twin: the regularized model and its unregularized twin in one run",
@@ -223,6 +230,9 @@ def _flowgan(setting: str, seeds: Sequence[int], minutes: float) -> list[Planned
 #: at a time on the shared machine): digits and Fashion-MNIST classifiers over 3 seeds, the --twin demonstration,
 #: FlowGAN over 3 seeds. Tier 2 runs if time is left.
 RUNS: list[PlannedRun] = [
+    # issue 13 item 3's run as a new user would try it (about 55 s per model on a quiet machine)
+    *_classification("readme60", {"affine_conv_nf_twin": ((*_AFFINE_CONV, "--nf-coeff", "1e-5", "--twin"), 12, C1)},
+                     (1, 2, 3)),
     *_classification("paper", _PAPER, (1,)),
     *_classification("fashion_nodecay", {"affine_conv": (_AFFINE_CONV, 60, C1)}, (1,)),
     *_classification("fashion", _FASHION, (1,)),
