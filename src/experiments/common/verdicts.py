@@ -21,7 +21,8 @@ import torch
 from invertible.diagnostics import (NONINVERTIBLE_RTOL, ConditionAt, eval_mode, extreme_singular_values, jacobian_stats,
                                     judge_reconstructions)
 
-__all__ = ["MAX_EXACT_DIMS", "ORIGIN", "attack_verdicts", "condition_at_points", "kappa_at", "kappa_method", "point_verdict"]
+__all__ = ["MAX_EXACT_DIMS", "ORIGIN", "attack_verdicts", "condition_at_points", "kappa_at", "kappa_method",
+           "point_verdict"]
 
 #: Points closer to the origin than this fraction of the set's largest norm are left out of a verdict by norms.
 ORIGIN = 1e-6
