@@ -38,10 +38,11 @@ __all__ = ["main", "regularizer", "seed_outcome", "spread", "summarize", "write_
 TWIN = "twin"
 
 
-def _number(text: str | None) -> float | None:
+def _number(text: str | float | None) -> float | None:
+    """A logged number (``"inf"``, ``"Infinity"`` and floats too); ``None`` for an empty or unreadable one."""
     try:
         return float(text) if text not in (None, "") else None
-    except ValueError:
+    except (TypeError, ValueError):
         return None
 
 
@@ -64,22 +65,24 @@ def seed_outcome(folder: Path) -> dict[str, Any] | None:
                                 "kappa_at_worst": _number(row["kappa_at_worst"]),
                                 "worst_relative": max(_number(row["max_relative_train_recons_error"]) or 0.0,
                                                       _number(row["max_relative_test_recons_error"]) or 0.0),
-                                "nonfinite": int((_number(row["nonfinite_train_recons"]) or 0)
-                                                 + (_number(row["nonfinite_test_recons"]) or 0))})
+                                # the epoch log holds shares of the sets, the verdicts counts
+                                "nonfinite": (_number(row["nonfinite_train_recons"]) or 0.0) > 0
+                                or (_number(row["nonfinite_test_recons"]) or 0.0) > 0})
     config = folder / "config.json"
     flags = json.loads(config.read_text()).get("args", {}) if config.is_file() else {}
     return {"status": m["status"], "steps": m.get("steps"), "invertible": bool(m["invertible"]),
             "regularizer": regularizer(flags),
-            "rtol": m.get("noninvertible_rtol"), "test_acc": m.get("test_acc"),
-            "worst_relative": {s: v["worst_relative"] for s, v in verdicts.items()},
+            "rtol": m.get("noninvertible_rtol"), "test_acc": _number(m.get("test_acc")),
+            "worst_relative": {s: float(v["worst_relative"]) for s, v in verdicts.items()},
             "nonfinite": {s: v["nonfinite"] for s, v in verdicts.items()},
             "above_rtol": {s: v["above_rtol"] for s, v in verdicts.items()},
-            "kappa_at_worst": m.get("kappa_at_worst"),
+            "kappa_at_worst": _number(m.get("kappa_at_worst")),
             "kappa_method": next((v["at_worst"].get("method") for v in verdicts.values() if v.get("at_worst")), None),
-            "kappa_fixed_worst": m.get("cond_forward"),
+            "kappa_fixed_worst": _number(m.get("cond_forward")),
             "first_noninvertible_iteration": m.get("first_noninvertible_iteration"),
             "first_nonfinite_iteration": m.get("first_nonfinite_iteration"),
-            "grad_angle": m.get("grad_angle"), "seconds": m.get("seconds"), "cpu_seconds": m.get("cpu_seconds"),
+            "grad_angle": _number(m.get("grad_angle")), "seconds": _number(m.get("seconds")),
+            "cpu_seconds": _number(m.get("cpu_seconds")),
             "history": history}
 
 
@@ -105,15 +108,19 @@ def spread(values: Sequence[float | None]) -> dict[str, float | int | None]:
     return {"n": len(got), "median": statistics.median(got), "min": min(got), "max": max(got)}
 
 
-def _walls(root: Path) -> dict[str, float]:
+def _journal(root: Path) -> tuple[dict[str, float], dict[str, str]]:
+    """The launcher's wall seconds of each run that ended well, and the frozen code copy it ran from (last start)."""
     journal = root / "_launcher.jsonl"
     walls: dict[str, float] = {}
+    code: dict[str, str] = {}
     if journal.is_file():
         for line in journal.read_text().splitlines():
             entry = json.loads(line)
             if entry.get("event") == "end" and entry.get("rc") == 0:
                 walls[entry["run"]] = entry["wall_seconds"]
-    return walls
+            elif entry.get("event") == "start" and entry.get("code"):
+                code[entry["run"]] = Path(entry["code"]).name
+    return walls, code
 
 
 def summarize(root: Path, setting: str) -> dict[str, Any]:
@@ -122,7 +129,7 @@ def summarize(root: Path, setting: str) -> dict[str, Any]:
     if key not in SETTINGS:
         known = sorted(k.split("/", 1)[1] for k in SETTINGS if k.startswith("classification/"))
         raise ValueError(f"unknown setting {setting!r}: plan13's classification settings are {known}")
-    walls = _walls(root)
+    walls, code = _journal(root)
     models: dict[str, dict[str, Any]] = {}
     for run in (r for r in RUNS if r.page == "classification" and r.setting == setting):
         folder = run.folder(root)
@@ -133,6 +140,7 @@ def summarize(root: Path, setting: str) -> dict[str, Any]:
             if outcome is None:
                 continue
             outcome["wall_seconds_of_command"] = walls.get(run.key)
+            outcome["code"] = code.get(run.key)
             model = models.setdefault(name, {"command": command, "regularizer": outcome["regularizer"], "seeds": {}})
             model["seeds"][str(run.seed)] = outcome
     for model in models.values():
@@ -162,8 +170,9 @@ def _range(s: dict[str, Any], digits: int = 2) -> str:
     return f"{_g(s['median'], digits)} ({_g(s['min'], digits)}–{_g(s['max'], digits)})"
 
 
-def write_markdown(summary: dict[str, Any]) -> str:
-    """The page: the setting, one row per model (spread over seeds), one row per seed, kappa over iterations."""
+def write_markdown(summary: dict[str, Any], max_columns: int = 12) -> str:
+    """The page: the setting, one row per model (spread over seeds), one row per seed, kappa over iterations (at
+    most ``max_columns`` evaluations, evenly spaced, ending at the last)."""
     models = summary["models"]
     rtol = next((s["rtol"] for m in models.values() for s in m["seeds"].values()), None)
     lines = [f"# {summary['setting']}: measured over seeds", "",
@@ -176,7 +185,12 @@ def write_markdown(summary: dict[str, Any]) -> str:
     lines += ["", f"Verdict: the library's (`invertible.diagnostics`): numerically non-invertible when any "
               f"reconstruction of the whole train or test set is non-finite or off by more than {rtol} of "
               "`||x||` (float32). kappa is the exact condition number of `J_F` at the worst-reconstructed image, "
-              "a precursor, not the verdict. Spreads: median (min–max) over seeds.", "",
+              "a precursor, not the verdict. Spreads: median (min–max) over seeds."]
+    few = [name for name, m in models.items() if m["n_seeds"] < 3]
+    if few:
+        lines += ["", f"Fewer than 3 seeds finished for {', '.join(f'`{n}`' for n in few)}: single measurements, "
+                  "not a reproduction."]
+    lines += ["",
               "| model | added to training | seeds | non-invertible | with non-finite | kappa at worst | "
               "worst relative error | test acc | first non-invertible iteration |", "|---" * 9 + "|"]
     for name, m in models.items():
@@ -187,15 +201,19 @@ def write_markdown(summary: dict[str, Any]) -> str:
                      f"{_range(sp['test_acc'], 3)} | {_range(sp['first_noninvertible_iteration'], 4)} |")
     lines += ["", "Per seed:", "", "| model | seed | verdict | worst rel. train | worst rel. test | non-finite "
               "train/test | kappa at worst | kappa at 8 fixed test images | test acc | grad angle | training s | "
-              "command wall s |", "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+              "command wall s | code |", "|---" * 13 + "|"]
     for name, m in models.items():
         for seed, s in sorted(m["seeds"].items()):
             wr, nf = s["worst_relative"], s["nonfinite"]
             lines.append(f"| {name} | {seed} | {'invertible' if s['invertible'] else '**non-invertible**'} | "
                          f"{_g(wr.get('train'))} | {_g(wr.get('test'))} | {nf.get('train')}/{nf.get('test')} | "
                          f"{_g(s['kappa_at_worst'])} | {_g(s['kappa_fixed_worst'])} | {_g(s['test_acc'], 3)} | "
-                         f"{_g(s['grad_angle'])} | {_g(s['seconds'], 3)} | {_g(s['wall_seconds_of_command'], 3)} |")
+                         f"{_g(s['grad_angle'])} | {_g(s['seconds'], 3)} | {_g(s['wall_seconds_of_command'], 3)} | "
+                         f"{s['code'] or '–'} |")
     iterations = sorted({h["iteration"] for m in models.values() for s in m["seeds"].values() for h in s["history"]})
+    if len(iterations) > max_columns:  # evenly spaced evaluations, the last one always
+        step = math.ceil(len(iterations) / max_columns)
+        iterations = iterations[::-1][::step][::-1]
     if iterations:
         lines += ["", "kappa at the worst-reconstructed image of the train and test sets at every evaluation (bold: "
                   "the verdict at that evaluation is non-invertible; `(nf)`: a reconstruction is non-finite):", "",

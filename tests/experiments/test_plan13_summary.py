@@ -22,8 +22,10 @@ def _folder(path: Path, *, invertible: bool, kappas: list[float], nf_coeff: floa
     path.mkdir(parents=True)
     (path / "config.json").write_text(json.dumps({"args": {"nf_coeff": nf_coeff, "fd_coeff": 0.0}}))
     worst = 0.005 if invertible else 0.5
+    # as the study writes them: an infinite error as the string "Infinity", the epoch log's non-finite as a share
+    worst_text = "Infinity" if nonfinite else worst
     verdict = {"invertible": invertible, "nonfinite": nonfinite, "above_rtol": 0 if invertible else 3,
-               "worst_relative": worst, "at_worst": {"method": "exact", "kappa_forward": [kappas[-1]]}}
+               "worst_relative": worst_text, "at_worst": {"method": "exact", "kappa_forward": [kappas[-1]]}}
     metrics = {"status": status, "invertible": invertible, "noninvertible_rtol": 0.01, "test_acc": 0.98,
                "kappa_at_worst": kappas[-1], "cond_forward": 10.0, "steps": 60 * len(kappas),
                "first_noninvertible_iteration": -1 if invertible else 60 * len(kappas),
@@ -39,7 +41,7 @@ def _folder(path: Path, *, invertible: bool, kappas: list[float], nf_coeff: floa
             writer.writerow({"global_iteration": 60 * i, "kappa_at_worst": kappa,
                              "invertible": int(invertible or not last),
                              "max_relative_train_recons_error": worst if last else 1e-5,
-                             "nonfinite_train_recons": nonfinite if last else 0})
+                             "nonfinite_train_recons": nonfinite / 1438 if last else 0})
 
 
 @pytest.fixture
@@ -51,8 +53,11 @@ def root(tmp_path: Path) -> Path:
     _folder(base / "s2" / "twin", invertible=False, kappas=[6.0, math.inf], nf_coeff=-1.0, nonfinite=2)
     # negative control: an unfinished seed (no final status) is not counted
     _folder(base / "s3", invertible=False, kappas=[6.0], nf_coeff=1e-5, status=None)
-    (tmp_path / "_launcher.jsonl").write_text(json.dumps({"run": f"classification/{SETTING}/{RUN}/s1",
-                                                          "event": "end", "rc": 0, "wall_seconds": 440.0}) + "\n")
+    key = f"classification/{SETTING}/{RUN}"
+    (tmp_path / "_launcher.jsonl").write_text("".join(json.dumps(e) + "\n" for e in (
+        {"run": f"{key}/s1", "event": "start", "code": str(tmp_path / "_code" / "abc1234")},
+        {"run": f"{key}/s1", "event": "end", "rc": 0, "wall_seconds": 440.0},
+        {"run": f"{key}/s2", "event": "end", "rc": 1, "wall_seconds": 9.0})))  # a failed launch has no wall time
     return tmp_path
 
 
@@ -64,10 +69,12 @@ def test_counts_and_spreads_over_the_finished_seeds(root: Path) -> None:
     assert regularized["regularizer"] == "NF 1e-05" and twin["regularizer"] == "-"
     assert regularized["spread"]["kappa_at_worst"] == {"n": 2, "median": 1.9e6, "min": 6e5, "max": 3.2e6}
     assert twin["spread"]["kappa_at_worst"]["max"] == math.inf
+    assert twin["spread"]["worst_relative"] == {"n": 2, "median": math.inf, "min": 0.5, "max": math.inf}
     assert twin["spread"]["first_noninvertible_iteration"]["median"] == 120
     assert regularized["spread"]["first_noninvertible_iteration"]["n"] == 0
     assert regularized["seeds"]["1"]["wall_seconds_of_command"] == 440.0
     assert regularized["seeds"]["2"]["wall_seconds_of_command"] is None
+    assert (regularized["seeds"]["1"]["code"], regularized["seeds"]["2"]["code"]) == ("abc1234", None)
     assert "--seed <seed>" in regularized["command"] and "--twin" in regularized["command"]
 
 
