@@ -238,6 +238,8 @@ RUNS: list[PlannedRun] = [
                                                             C3)}, (1, 2, 3)),
     *_classification("readme60", {"affine_conv_nf_twin": ((*_AFFINE_CONV, "--nf-coeff", "1e-5", "--twin"), 12, C1)},
                      (4, 5)),
+    *_classification("readme60", {"affine_conv_nf_scaled": ((*_AFFINE_CONV, "--nf-coeff", NF_SCALED["digits"]), 6,
+                                                            C3)}, (4, 5)),
     *_classification("paper", _PAPER, (1,)),
     *_classification("fashion_nodecay", {"affine_conv": (_AFFINE_CONV, 60, C1)}, (1,)),
     *_classification("fashion", _FASHION, (1,)),
