@@ -240,6 +240,7 @@ RUNS: list[PlannedRun] = [
                      (4, 5)),
     *_classification("readme60", {"affine_conv_nf_scaled": ((*_AFFINE_CONV, "--nf-coeff", NF_SCALED["digits"]), 6,
                                                             C3)}, (4, 5)),
+    *_classification("readme60", {"affine_shuffle": (_AFFINE_SHUFFLE, 6, C1)}, (1, 2, 3)),
     *_classification("paper", _PAPER, (1,)),
     *_classification("fashion_nodecay", {"affine_conv": (_AFFINE_CONV, 60, C1)}, (1,)),
     *_classification("fashion", _FASHION, (1,)),
