@@ -17,6 +17,7 @@ from .base import (
 )
 from .layers import (
     SCALE_FNS,
+    ScaleFunction,
     ActNorm,
     AdditiveCoupling,
     AffineCoupling,
@@ -36,17 +37,26 @@ from .layers import (
     ResidualBlock,
     SpectralNormConv2d,
     SpectralNormLinear,
+    SpectralNormOptions,
 )
-from . import memory, regularizers
+from .layers import (
+    MADE,
+    MaskedAffineAutoregressive,
+    MaskedSplineAutoregressive,
+    RationalQuadraticSpline,
+    SplineCoupling,
+)
+from . import memory, regularizers  # noqa: F401 (submodules as attributes of the package)
 from .memory import MemorySaving
 
-from . import attack, bounds, diagnostics, monitor
+from . import attack, bounds, diagnostics, monitor  # noqa: F401 (as above)
 from .attack import invertibility_attack
 from .bounds import stability_report
 from .monitor import StabilityMonitor
 
 __all__ = [
     "SCALE_FNS",
+    "ScaleFunction",
     "ActNorm",
     "AdditiveCoupling",
     "AffineCoupling",
@@ -78,6 +88,13 @@ __all__ = [
     "ResidualBlock",
     "SpectralNormConv2d",
     "SpectralNormLinear",
+    "SpectralNormOptions",
+    # splines and autoregressive transforms
+    "MADE",
+    "MaskedAffineAutoregressive",
+    "MaskedSplineAutoregressive",
+    "RationalQuadraticSpline",
+    "SplineCoupling",
 ]
 
 __version__ = "0.1.0"

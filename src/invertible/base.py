@@ -14,6 +14,18 @@ An :class:`InvertibleModule` is a bijection ``f`` between tensors of the same nu
 - Nothing hidden: permutation indices are buffers; cached inverses are invalidated when parameters change or a
   state dict is loaded; iterative inverses report how they ended.
 
+Optional hooks, with generic defaults that are right for every layer (override them to do better):
+
+- ``_local_bounds(x)``: bounds on ``||J_f(x_i)||`` and ``||J_f(x_i)^-1||`` at the samples of ``x`` (default: the
+  global ``lipschitz_bounds()``); :meth:`InvertibleModule.local_bounds` and
+  :func:`invertible.bounds.local_bounds` call it. Affine couplings and learned splits bound themselves on the box
+  the batch spans; containers compose their layers' bounds.
+- ``_relinearize(out, direction, need_input_grad)``: rebuild the layer's input from its output and re-create the
+  local graph, for memory-saving backprop (:mod:`invertible.memory`); default: one inverse without a graph, one
+  forward with one. Couplings fuse the two (their network runs once).
+- ``_memory_saving_layers()``: the units memory saving walks through (default ``[self]``; containers list their
+  layers).
+
 Subclasses implement ``_forward`` and ``_inverse``; the public ``forward``/``inverse`` validate the input first
 (rank, channel count, and, at the outermost call only, finiteness) and raise a :class:`ValueError` that names the
 layer and says how to fix the call.
@@ -23,8 +35,9 @@ from __future__ import annotations
 
 import math
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 from itertools import chain
 from typing import Any, ClassVar, NamedTuple
 
@@ -34,6 +47,7 @@ from torch import Tensor, nn
 __all__ = [
     "InverseOptions",
     "Bounds",
+    "Relinearized",
     "Inverse",
     "InvertibleModule",
     "Sequential",
@@ -94,6 +108,28 @@ def allow_nonfinite() -> Iterator[None]:
         _state.allow_nonfinite -= 1
 
 
+@dataclass
+class Relinearized:
+    """One layer's rebuilt input and its recomputed local graph (the ``_relinearize`` hook's answer).
+
+    Attributes:
+        rebuilt: the layer's input, rebuilt from its output without a graph (the previous layer's output).
+        outputs: ``(f(x), log|det J_f(x)|)`` recomputed with a graph from the leaves.
+        leaves: leaf tensors holding the input, whose gradients make up the gradient with respect to it.
+        join: turns the leaves' gradients into the gradient with respect to the input.
+    """
+
+    rebuilt: Tensor
+    outputs: tuple[Tensor, Tensor]
+    leaves: tuple[Tensor, ...]
+    join: Callable[[Sequence[Tensor]], Tensor]
+
+
+def leaf(t: Tensor, requires_grad: bool) -> Tensor:
+    """``t`` detached as a new leaf of the graph (requiring grad or not)."""
+    return t.detach().requires_grad_(requires_grad)
+
+
 class InverseOptions(NamedTuple):
     """Overrides for iterative inverses (``None`` keeps each layer's own setting).
 
@@ -107,6 +143,24 @@ class InverseOptions(NamedTuple):
     atol: float | None = None
     rtol: float | None = None
     on_failure: str | None = None
+
+    def updated(self, **fields: Any) -> InverseOptions:
+        """These options with the given fields replaced (``None`` values keep a field); an unknown name is
+        refused. Constructors use it for their ``atol=``/``rtol=``/``max_iter=``/``on_failure=`` keywords.
+
+        Example:
+            >>> InverseOptions(atol=1e-5).updated(atol=1e-8, on_failure=None)
+            InverseOptions(max_iter=None, atol=1e-08, rtol=None, on_failure=None)
+        """
+        unknown = sorted(set(fields) - set(self._fields))
+        if unknown:
+            raise TypeError(f"unexpected keyword {', '.join(unknown)}; the inverse's settings are "
+                            f"{', '.join(self._fields)}")
+        return self._replace(**{k: v for k, v in fields.items() if v is not None})
+
+    def filled(self, defaults: InverseOptions) -> InverseOptions:
+        """These options with every ``None`` field taken from ``defaults``."""
+        return InverseOptions(*(own if own is not None else d for own, d in zip(self, defaults)))
 
 
 def inverse_options() -> InverseOptions:
@@ -163,21 +217,35 @@ class InvertibleModule(nn.Module):
     Class attributes:
         inverse_kind: ``"analytic"`` (closed form) or ``"iterative"`` (fixed point; reports convergence).
         logdet_kind: ``"exact"``, or ``"estimated"`` where the log-det is a stochastic or truncated estimate.
+        logdet_rounding: unit round-offs that the analytic log-det may spend per entry (the contract checker's
+            error model counts ``D`` entries as ``D * logdet_rounding`` terms; 1 for a log-det that takes one
+            rounded log or sum per entry; a layer that needs more states it with the measurement that backs it).
     Instance attributes set by subclasses for input validation:
         channels: size of dimension 1 that the layer expects, or ``None`` for any.
         out_channels: size of dimension 1 of the output (what ``inverse`` expects), if it differs from
             ``channels`` (e.g. Glow's latents).
         ranks: allowed input ranks, e.g. ``(2, 4)`` for flat ``(B, D)`` and image ``(B, C, H, W)`` tensors.
+        in_shape, out_shape: the whole per-sample shape of the input and of the output (what ``inverse``
+            expects), for models built for one size (Glow for ``(C, H, W)`` images); ``None`` accepts any.
     """
 
     inverse_kind: ClassVar[str] = "analytic"
     logdet_kind: ClassVar[str] = "exact"
+    logdet_rounding: ClassVar[float] = 1.0
 
     def __init__(self, channels: int | None = None, ranks: tuple[int, ...] = (2, 4)) -> None:
         super().__init__()
         self.channels = channels
         self.out_channels: int | None = None
         self.ranks = ranks
+        self.in_shape: tuple[int, ...] | None = None
+        self.out_shape: tuple[int, ...] | None = None
+
+    def rounding_floor(self) -> float:
+        """The magnitude below which this layer's rounding errors stop shrinking with an entry's own magnitude: 0
+        for layers that scale and shift entries; a spline's bound ``B`` (it computes ``x - x_k`` with knots up to
+        ``B``). The contract checker's error model measures each entry as ``|x_i| + floor``."""
+        return 0.0
 
     # -- public API ---------------------------------------------------------------------------------------
     def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
@@ -200,6 +268,40 @@ class InvertibleModule(nn.Module):
         """Absolute error an iterative inverse is allowed to leave (0 for analytic inverses)."""
         return 0.0
 
+    def local_bounds(self, x: Tensor) -> Bounds:
+        """Upper bounds on ``||J_f(x_i)||`` and ``||J_f(x_i)^-1||`` at every sample ``x_i`` of the batch.
+
+        Never above :meth:`lipschitz_bounds` where that exists, and finite where a layer can bound itself on the
+        inputs it sees (affine couplings: see :mod:`invertible.bounds.local`). Runs without a graph and lets
+        non-finite values through.
+        """
+        with torch.no_grad(), allow_nonfinite():
+            return self._local_bounds(x)
+
+    # -- optional hooks (generic defaults; see the module docstring) ----------------------------------------------
+    def _local_bounds(self, x: Tensor) -> Bounds:
+        self(x)  # data-dependent layers (ActNorm, also inside nets) initialise before their parameters are read
+        return self.lipschitz_bounds()
+
+    def _relinearize(self, out: Tensor, direction: str, need_input_grad: bool) -> Relinearized:
+        """Rebuild the input from ``out`` (the output of the map, ``direction="forward"``, or of its inverse) and
+        recompute the local graph: one call of the other direction without a graph, one call with a graph."""
+        apply, undo = (self.forward, self.inverse) if direction == "forward" else (self.inverse, self.forward)
+        with torch.no_grad():
+            rebuilt = undo(out)[0]
+        x = leaf(rebuilt, need_input_grad)
+        with torch.enable_grad():
+            outputs = apply(x)
+        return Relinearized(rebuilt, outputs, (x,), lambda grads: grads[0])
+
+    def _memory_saving_layers(self) -> list[InvertibleModule]:
+        return [self]
+
+    def _maps_as(self, cls: type) -> bool:
+        """Whether this module computes ``cls``'s map (a subclass that overrides ``_forward`` or ``_inverse``
+        does not, so a hook specialised for ``cls`` must fall back to the generic one)."""
+        return type(self)._forward is cls._forward and type(self)._inverse is cls._inverse  # type: ignore[attr-defined]
+
     # -- to implement ---------------------------------------------------------------------------------------
     def _forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
         raise NotImplementedError(f"{type(self).__name__} must implement _forward")
@@ -219,6 +321,18 @@ class InvertibleModule(nn.Module):
         shapes = {2: f"(batch, {c})", 3: f"(batch, {c}, L)", 4: f"(batch, {c}, H, W)"}
         return " or ".join(shapes.get(r, f"rank {r}") for r in self.ranks)
 
+    def _shape_mismatch(self, direction: str, got: tuple[int, ...]) -> str:
+        def dims(shape: tuple[int, ...]) -> str:
+            return ", ".join(map(str, shape))
+
+        kind = type(self).__name__
+        if direction == "forward":
+            return (f"this {kind} was built for inputs of shape (batch, {dims(self.in_shape or ())}), got {got}; "
+                    f"build one for this size (in_shape={got[1:]}) or resize the inputs")
+        source = "" if self.in_shape is None else f", what it makes of inputs of shape (batch, {dims(self.in_shape)})"
+        return (f"this {kind} takes latents of shape (batch, {dims(self.out_shape or ())}){source}; got {got}, "
+                "latents of a model of another size")
+
     def _validate(self, x: Tensor, direction: str, outer: bool) -> None:
         name = f"{type(self).__name__}.{direction}"
         if not isinstance(x, Tensor):
@@ -226,6 +340,9 @@ class InvertibleModule(nn.Module):
         channels = self._expected_channels(direction)
         if x.dim() not in self.ranks or (channels is not None and x.shape[1] != channels):
             raise ValueError(f"{name} expects input of shape {self._expected(direction)}, got {tuple(x.shape)}")
+        shape = self.in_shape if direction == "forward" else self.out_shape
+        if shape is not None and tuple(x.shape[1:]) != tuple(shape):
+            raise ValueError(f"{name}: {self._shape_mismatch(direction, tuple(x.shape))}")
         if not x.is_floating_point():
             raise TypeError(f"{name} expects a floating-point tensor, got {x.dtype}; convert with x.float()")
         if not outer:
@@ -332,6 +449,17 @@ class Sequential(InvertibleModule):
     def lipschitz_bounds(self) -> Bounds:
         return compose_bounds([layer.lipschitz_bounds() for layer in self.layers])
 
+    def _local_bounds(self, x: Tensor) -> Bounds:
+        # each layer on the box of its own inputs: valid at the samples, whose intermediate values lie in them
+        total: list[Bounds] = []
+        for layer in self.layers:
+            total.append(layer._local_bounds(x))
+            x = layer(x)[0]
+        return compose_bounds(total)
+
+    def _memory_saving_layers(self) -> list[InvertibleModule]:
+        return [unit for layer in self.layers for unit in layer._memory_saving_layers()]
+
     def layer_bounds(self) -> list[tuple[str, Bounds]]:
         """Each layer's own bounds, named by its position and class."""
         return [(f"{i}:{type(layer).__name__}", layer.lipschitz_bounds()) for i, layer in enumerate(self.layers)]
@@ -366,6 +494,7 @@ class Inverse(InvertibleModule):
     def __init__(self, layer: InvertibleModule) -> None:
         super().__init__(channels=layer.out_channels or layer.channels, ranks=layer.ranks)
         self.out_channels = layer.channels
+        self.in_shape, self.out_shape = layer.out_shape, layer.in_shape
         self.layer = layer
 
     def _forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
@@ -377,6 +506,16 @@ class Inverse(InvertibleModule):
     def lipschitz_bounds(self) -> Bounds:
         fwd, inv = self.layer.lipschitz_bounds()
         return Bounds(inv, fwd)
+
+    def _local_bounds(self, x: Tensor) -> Bounds:
+        b = self.layer._local_bounds(self.layer.inverse(x)[0])
+        return Bounds(b.inverse, b.forward)
+
+    def _relinearize(self, out: Tensor, direction: str, need_input_grad: bool) -> Relinearized:
+        if not self._maps_as(Inverse):
+            return super()._relinearize(out, direction, need_input_grad)
+        other = "inverse" if direction == "forward" else "forward"
+        return self.layer._relinearize(out, other, need_input_grad)
 
     def inverse_atol(self) -> float:
         return self.layer.inverse_atol()

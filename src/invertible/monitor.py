@@ -114,7 +114,7 @@ class StabilityMonitor:
             with self.path.open(newline="") as f:
                 self._columns = next(csv.reader(f))
         self._file: IO[str] | None = self.path.open("a" if append else "w", newline="")
-        self._writer: csv.DictWriter[str] | None = None
+        self._writer: csv.DictWriter | None = None
         self._start = time.perf_counter()
 
     def step(self, step: int, **extra: float) -> dict[str, float | str] | None:

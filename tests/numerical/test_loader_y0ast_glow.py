@@ -66,7 +66,8 @@ class InvConvLU(nn.Module):
         c = self.p.shape[0]
         mask = torch.tril(torch.ones(c, c, dtype=self.p.dtype), -1)
         eye = torch.eye(c, dtype=self.p.dtype)
-        return self.p @ (self.lower * mask + eye) @ (self.upper * mask.T + torch.diag(self.sign_s * torch.exp(self.log_s)))
+        diagonal = torch.diag(self.sign_s * torch.exp(self.log_s))
+        return self.p @ (self.lower * mask + eye) @ (self.upper * mask.T + diagonal)
 
     def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
         w = self.matrix()
@@ -378,6 +379,34 @@ def test_float32_model_and_zip_input(affine: tuple[RefGlow, Path], tmp_path: Pat
         bpd = y0ast_bits_per_dim(model, x, dequantize=False)
         torch.testing.assert_close(bpd.double(), ref_encode(ref, x.double())[2], rtol=1e-5, atol=1e-5)
         assert float(reconstruction_error(model, x).l2.max()) < 1e-4
+
+
+def test_a_zip_format_pt_file_reads_like_the_legacy_one(affine: tuple[RefGlow, Path], tmp_path: Path) -> None:
+    """A y0ast state dict re-saved by a modern torch (zip format) was taken for glow.zip and refused with
+    'holds no glow_affine_coupling.pt'."""
+    _, folder = affine
+    legacy = load_y0ast_glow(folder / "glow_affine_coupling.pt", check_hparams=False)
+    modern = tmp_path / "glow_affine_coupling.pt"
+    torch.save(torch.load(folder / "glow_affine_coupling.pt", weights_only=True), modern)
+    assert zipfile.is_zipfile(modern) and not zipfile.is_zipfile(folder / "glow_affine_coupling.pt")
+    model = load_y0ast_glow(modern, check_hparams=False)
+    for (name, a), (_, b) in zip(legacy.state_dict().items(), model.state_dict().items()):
+        assert torch.equal(a, b), name
+
+
+@pytest.mark.parametrize("damage,match", [
+    ("empty", r"empty \(0 bytes\).*fetch glow.zip again"),
+    ("truncated", r"cannot be read \(.*\); it is truncated or damaged \(fetch glow.zip again\)"),
+    ("garbage", r"cannot be read .*damaged \(fetch glow.zip again\)"),
+])
+def test_damaged_files_get_value_errors_that_say_what_to_do(affine: tuple[RefGlow, Path], tmp_path: Path,
+                                                            damage: str, match: str) -> None:
+    raw = (affine[1] / "glow_affine_coupling.pt").read_bytes()
+    data = {"empty": b"", "truncated": raw[: len(raw) // 2], "garbage": bytes(range(256)) * 4}[damage]
+    target = tmp_path / "glow_affine_coupling.pt"
+    target.write_bytes(data)
+    with pytest.raises(ValueError, match=match):
+        load_y0ast_glow(target, check_hparams=False)
 
 
 def test_preprocess_matches_y0ast_for_uint8_and_to_tensor_inputs() -> None:

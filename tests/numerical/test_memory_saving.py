@@ -1,9 +1,9 @@
 """Memory-saving backprop (invertible.memory) against standard autograd; its self-check; its memory contract.
 
 Gradients are compared as whole vectors (parameters, and the input separately) by relative error, with the
-tolerance ``100 u kappa`` that ``check_invertible`` uses for round trips: the rebuilt activations carry the
-round-off of the inverse, amplified at most by the condition number ``kappa`` of the exact Jacobian at the
-input.
+tolerance ``100 u kappa`` (a normwise worst case; ``check_invertible`` now uses the tighter componentwise model of
+``invertible.testing.tolerances`` for round trips): the rebuilt activations carry the round-off of the inverse,
+amplified at most by the condition number ``kappa`` of the exact Jacobian at the input.
 """
 
 from __future__ import annotations

@@ -15,7 +15,8 @@ from invertible.models import Glow
     [
         (ActNorm(3), torch.randn(2, 3, 4, 4, 1), r"ActNorm.forward expects input of shape \(batch, 3"),
         (ActNorm(3), torch.randn(2, 4, 4, 4), r"expects input of shape .* got \(2, 4, 4, 4\)"),
-        (AffineCoupling(4, hidden=4), torch.randn(2, 4), r"AffineCoupling.forward expects input of shape \(batch, 4, H, W\)"),
+        (AffineCoupling(4, hidden=4), torch.randn(2, 4),
+         r"AffineCoupling.forward expects input of shape \(batch, 4, H, W\)"),
         (Squeeze(), torch.randn(1, 1, 7, 7), r"divisible by 2, got 7x7; pad the input"),
         (Squeeze(), torch.randn(2, 3), r"Squeeze.forward expects input of shape \(batch, C, H, W\)"),
         (Logit(), torch.full((1, 2), 1.5), r"inputs in \[0, 1\]"),

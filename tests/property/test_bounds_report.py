@@ -16,9 +16,10 @@ from invertible import ActNorm, AffineCoupling, Invertible1x1Conv, InvertibleMod
 from invertible.bounds import local_bounds, model_bounds, stability_report
 from invertible.diagnostics import singular_values
 from invertible.nets import ZeroConv2d
-from invertible.testing import example_names, example_strategy, get_example
+from invertible.testing import get_example
+from invertible.testing import strategies as its
 
-NAMES = example_names()
+NAMES = its.example_names()
 SEQUENTIAL = [n for n in NAMES if issubclass(get_example(n).layer or object, Sequential)]
 RTOL = 1e-9
 
@@ -31,7 +32,7 @@ def _measured(module: InvertibleModule, x: torch.Tensor) -> tuple[float, float]:
 @pytest.mark.parametrize("name", NAMES)
 @given(data=st.data())
 def test_local_bounds_are_not_below_measured_singular_values(name: str, data: st.DataObject) -> None:
-    module, x = data.draw(example_strategy(name))
+    module, x = data.draw(its.examples(name))
     module.eval()
     bounds = local_bounds(module, x)
     fwd, inv = _measured(module, x)
@@ -48,7 +49,7 @@ def test_local_bounds_are_not_below_measured_singular_values(name: str, data: st
 @settings(max_examples=4)  # a model and all its layers measured exactly per example
 @given(data=st.data())
 def test_composed_bounds_and_the_per_layer_report_hold_on_models(name: str, data: st.DataObject) -> None:
-    module, x = data.draw(example_strategy(name))
+    module, x = data.draw(its.examples(name))
     report = stability_report(module, x)
     assert report.violations() == []
     for a, b in zip(report.bounds, module.lipschitz_bounds()):  # the same product, maybe in another order
@@ -105,7 +106,7 @@ def _sabotage(layer: InvertibleModule) -> None:
 @settings(max_examples=4)
 @given(data=st.data())
 def test_the_report_names_the_layer_made_ill_conditioned(name: str, data: st.DataObject) -> None:
-    module, x = data.draw(example_strategy(name))
+    module, x = data.draw(its.examples(name))
     module.eval()
     with torch.no_grad():
         module(x)  # data-dependent initialisation first, so that it cannot undo the sabotage

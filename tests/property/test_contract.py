@@ -1,22 +1,24 @@
 """The layer contract, checked by hypothesis for every registered example (invertible.testing registry).
 
-Each test draws a module and an input from the example's search space (shapes, constructor arguments, input
-scale, random parameters) and runs the matching part of ``check_invertible``; tolerances follow the exact
-condition number at the drawn input. A layer is covered by registering an example; nothing here names a layer.
+Each test draws a module and an input from the example's search space with ``invertible.testing.strategies``
+(shapes, constructor arguments, input scale, random parameters) and runs the matching part of
+``check_invertible``; tolerances follow the error model of ``invertible.testing.tolerances`` at the drawn input. A
+layer is covered by registering an example; nothing here names a layer. Example counts per property come from the
+hypothesis profile (tests/conftest.py: ``ci`` by default, ``thorough`` for hundreds per property).
 """
 
 from __future__ import annotations
 
 import pytest
 import torch
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
-import invertible
 from invertible import Inverse, InvertibleModule, Sequential
-from invertible.testing import check_gradients, check_invertible, example_names, example_strategy, examples, get_example
+from invertible.testing import check_gradients, check_invertible, examples, get_example
+from invertible.testing import strategies as its
 
-NAMES = example_names()
+NAMES = its.example_names()
 
 
 @pytest.mark.parametrize("name, module, x", list(examples()), ids=lambda v: v if isinstance(v, str) else "")
@@ -27,14 +29,14 @@ def test_registered_configuration_passes_every_check(name: str, module: Invertib
 @pytest.mark.parametrize("name", NAMES)
 @given(data=st.data())
 def test_round_trips_in_both_directions(name: str, data: st.DataObject) -> None:
-    module, x = data.draw(example_strategy(name))
+    module, x = data.draw(its.examples(name))
     check_invertible(module, x, name=name, checks=("shapes", "roundtrip_forward", "roundtrip_inverse"))
 
 
 @pytest.mark.parametrize("name", NAMES)
 @given(data=st.data())
 def test_logdets_match_the_exact_jacobian_in_both_directions(name: str, data: st.DataObject) -> None:
-    module, x = data.draw(example_strategy(name))
+    module, x = data.draw(its.examples(name))
     check_invertible(module, x, name=name,
                      checks=("shapes", "logdet_inverse", "logdet_exact", "logdet_exact_inverse"))
 
@@ -42,21 +44,21 @@ def test_logdets_match_the_exact_jacobian_in_both_directions(name: str, data: st
 @pytest.mark.parametrize("name", NAMES)
 @given(data=st.data())
 def test_samples_are_processed_independently(name: str, data: st.DataObject) -> None:
-    module, x = data.draw(example_strategy(name))
+    module, x = data.draw(its.examples(name))
     check_invertible(module, x, name=name, checks=("shapes", "batch_independence"))
 
 
 @pytest.mark.parametrize("name", NAMES)
 @given(data=st.data())
 def test_lipschitz_bounds_are_not_below_measured_singular_values(name: str, data: st.DataObject) -> None:
-    module, x = data.draw(example_strategy(name))
+    module, x = data.draw(its.examples(name))
     check_invertible(module, x, name=name, checks=("shapes", "bounds"))
 
 
 @pytest.mark.parametrize("name", NAMES)
 @given(data=st.data())
 def test_state_dict_round_trip_gives_identical_outputs(name: str, data: st.DataObject) -> None:
-    module, x = data.draw(example_strategy(name))
+    module, x = data.draw(its.examples(name))
     check_invertible(module, x, name=name, checks=("shapes", "state_dict"))
 
 
@@ -65,7 +67,7 @@ def test_state_dict_round_trip_gives_identical_outputs(name: str, data: st.DataO
 def test_composition_adds_logdets(name: str, data: st.DataObject) -> None:
     """``Sequential(f, Inverse(g))`` with two draws ``f``, ``g`` of one example: log-dets add, contract holds."""
     example = get_example(name)
-    params = data.draw(st.fixed_dictionaries(example.space())) if example.space else {}
+    params = data.draw(its.example_space(name))
     f, x = example.build(**params)
     g, x_g = example.build(**{**params, "seed": params.get("seed", 0) + 1})
     with torch.no_grad():
@@ -76,14 +78,18 @@ def test_composition_adds_logdets(name: str, data: st.DataObject) -> None:
         y, logdet_f = f(x)
         _, logdet_g_inv = g.inverse(y)
     torch.testing.assert_close(logdet, logdet_f + logdet_g_inv, rtol=0, atol=1e-9 * (1 + float(logdet.abs().max())))
+    # Inverse(g) of an iterative g runs a fixed-point iteration forwards, whose autograd Jacobian (unrolled or
+    # implicit) is not the exact one: the composed log-det is compared with slogdet only for analytic inverses
+    exact = ("logdet_exact",) if g.inverse_kind == "analytic" else ()
     check_invertible(composed, x, name=f"Sequential({name}, Inverse({name}))",
-                     checks=("shapes", "roundtrip_forward", "logdet_exact", "logdet_inverse"))
+                     checks=("shapes", "roundtrip_forward", *exact, "logdet_inverse"))
 
 
 @pytest.mark.parametrize("name", NAMES)
+@settings(max_examples=max(4, settings.default.max_examples // 2))  # ~5x a round trip's cost per example
 @given(data=st.data())
 def test_gradcheck_in_float64(name: str, data: st.DataObject) -> None:
-    module, x = data.draw(example_strategy(name))
+    module, x = data.draw(its.examples(name))
     module(x)  # initialise data-dependent layers before parameters are perturbed by finite differences
     check_gradients(module, x[:2])
 
@@ -91,9 +97,12 @@ def test_gradcheck_in_float64(name: str, data: st.DataObject) -> None:
 @pytest.mark.parametrize("name", NAMES)
 @given(data=st.data())
 def test_float32_follows_the_input_dtype(name: str, data: st.DataObject) -> None:
-    module, x = data.draw(example_strategy(name))
+    """In float32 every numerical property holds within the float32 error model (dtype included, in "shapes")."""
+    module, x = data.draw(its.examples(name))
     module, x = module.float(), x.float()
-    report = check_invertible(module, x, name=name, checks=("shapes", "roundtrip_forward", "logdet_inverse"))
+    report = check_invertible(module, x, name=name, checks=(
+        "shapes", "roundtrip_forward", "roundtrip_inverse", "logdet_inverse", "logdet_exact", "logdet_exact_inverse",
+        "batch_independence"))
     assert report.dtype == torch.float32
 
 

@@ -12,16 +12,17 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from invertible.memory import MemorySaving, gradient_discrepancy
-from invertible.testing import example_names, example_strategy, exact_jacobian, get_example
+from invertible.testing import exact_jacobian, get_example
+from invertible.testing import strategies as its
 
-NAMES = [name for name in example_names() if get_example(name).analytic]
+NAMES = [name for name in its.example_names() if get_example(name).analytic]
 
 
 @pytest.mark.parametrize("name", NAMES)
 @settings(max_examples=4)
 @given(data=st.data())
 def test_memory_saving_gradients_match_over_the_search_space(name: str, data: st.DataObject) -> None:
-    module, x = data.draw(example_strategy(name))
+    module, x = data.draw(its.examples(name))
     if module.inverse_kind != "analytic":  # registered as analytic by mistake: MemorySaving refuses it
         return
     module.eval()

@@ -6,8 +6,9 @@
   at step 0 for every image.
 - The ordering on small seeded digits-shaped Glows (as tests/regression/test_ood.py: coupling networks 3x their
   initial weights), the paper's budget in grey levels (radius 0.5 of 17 levels, steps of radius / 32), 30 steps,
-  4 test digits, as measured (torch 2.14 CPU, float32): the affine Glow's largest reconstruction error grows about
-  8x, the additive Glow's about 4x; neither becomes non-finite in this budget. (The library's
+  4 test digits, as measured (torch 2.14 CPU, float32): the affine Glow's largest reconstruction error grows 4x to
+  37x, the additive Glow's 2.5x to 3.2x, depending on the CPU's kernels (spread over seeds beside the test);
+  neither becomes non-finite in this budget. (The library's
   tests/regression/test_attack.py pins the non-finite break of a more sensitive affine flow in a larger ball.)
 """
 
@@ -136,5 +137,9 @@ def test_seeded_affine_glow_is_more_sensitive_to_the_attack_than_the_additive_on
         summary = summarize(result)
         assert summary["first_nonfinite_step"] == -1
         growth[coupling] = summary["growth_max"]
-    assert growth["affine"] > 5 and growth["additive"] < 5
-    assert growth["affine"] > 1.5 * growth["additive"]
+    # Spread over seeded_glow seeds 0-5 under four kernel choices (MKL_CBWR=AUTO on an AMD EPYC, AVX2 with
+    # ATEN_CPU_CAPABILITY=avx2, COMPATIBLE with default and with avx512), 24 runs: affine growth 3.75 to 62
+    # (seed 0: 4.2 to 37), additive 1.38 to 4.21 (seed 0: 2.5 to 3.2), affine / additive 1.32 to 25 (seed 0: 1.32
+    # to 15). The sign-gradient path depends on the kernels' last bits; what holds for every seed is below.
+    assert growth["affine"] > 3 and growth["additive"] < 5
+    assert growth["affine"] > 1.1 * growth["additive"]

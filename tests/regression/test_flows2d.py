@@ -64,7 +64,9 @@ def test_the_residual_flow_is_the_best_conditioned_model_on_the_grid_and_far_awa
     _, m = quick_run
     couplings = ("affine", "bounded", "additive")
     assert all(m["iresnet"]["grid_cond_max"] < m[k]["grid_cond_max"] for k in couplings)
-    assert all(m["iresnet"]["far_cond_max"] < m[k]["far_cond_max"] for k in couplings)
+    # float(): a condition number that overflows is written as "Infinity" (the affine flow's, under some kernel
+    # choices, e.g. MKL_CBWR=AVX512 or AVX2: measured 1.9e54 or inf at R = 1024)
+    assert all(m["iresnet"]["far_cond_max"] < float(m[k]["far_cond_max"]) for k in couplings)
     assert m["iresnet"]["far_cond_max"] < 10 and m["iresnet"]["far_nonfinite"] == 0
 
 
@@ -74,9 +76,10 @@ def test_far_from_the_data_the_affine_inverse_explodes_and_the_bounded_one_lies_
     (kappa up to 1e54); the bounded affine reconstructs everything with kappa up to 1.6e4; additive and i-ResNet
     stay below 2 with reconstruction errors at float32 round-off of |x| (relative error below 1e-5)."""
     out, m = quick_run
-    assert m["affine"]["far_nonfinite"] > 0 and m["affine"]["far_cond_max"] > 1e20
+    affine_cond = float(m["affine"]["far_cond_max"])  # "Infinity" where it overflows (some kernel choices)
+    assert m["affine"]["far_nonfinite"] > 0 and affine_cond > 1e20
     assert m["bounded"]["far_nonfinite"] == 0
-    assert m["iresnet"]["far_cond_max"] * 100 < m["bounded"]["far_cond_max"] < m["affine"]["far_cond_max"] / 1e6
+    assert m["iresnet"]["far_cond_max"] * 100 < m["bounded"]["far_cond_max"] < affine_cond / 1e6
     far = {r["model"]: r for r in read_csv(out / "regions.csv") if r["region"] == "square R=1024"}
     for kind in ("additive", "iresnet"):
         assert float(far[kind]["relative_max"]) < 1e-5

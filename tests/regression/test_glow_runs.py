@@ -158,8 +158,8 @@ def test_a_crashed_run_resumes_to_the_same_logs(tmp_path: Path, monkeypatch: pyt
     mine, theirs = out / "models" / "affine", reference / "models" / "affine"
     assert read_csv(mine / "train_log.csv") == read_csv(theirs / "train_log.csv")
     assert len(read_csv(mine / "train_log.csv")) == 46
-    assert _without(read_csv(mine / "eval_log.csv"), "seconds") == \
-        _without(read_csv(theirs / "eval_log.csv"), "seconds")
+    assert (_without(read_csv(mine / "eval_log.csv"), "seconds")
+            == _without(read_csv(theirs / "eval_log.csv"), "seconds"))
     assert json.loads((mine / "metrics.json").read_text())["test_bpd"] == \
         json.loads((theirs / "metrics.json").read_text())["test_bpd"]
 

@@ -16,7 +16,7 @@ from torch import Tensor, nn
 from invertible import InvertibleModule
 from invertible.checkpoint import CheckpointError
 from invertible.memory import MemorySaving
-from invertible.models import INNClassifier
+from invertible.models import FlowStep, INNClassifier
 from invertible.regularizers import fd_direction, forward_fd, inverse_fd, nf_term
 
 from ..common import distributed
@@ -76,12 +76,14 @@ class _Net(nn.Module):
 def build_model(args: argparse.Namespace, shape: tuple[int, int, int], num_classes: int) -> INNClassifier:
     """The classifier described by the flags (a :class:`ConfigError` if it cannot exist)."""
     try:
+        step = FlowStep(hidden=args.hidden_channels, coupling=args.coupling, permutation=args.permutation,
+                        actnorm=args.use_actnorm, actnorm_eps=args.an_stable_eps,
+                        net_actnorm=args.use_actnorm_in_blocks, scale_fn=args.affine_scale_fn,
+                        zero_init=args.zero_init)
         return INNClassifier(
-            shape, num_classes, levels=args.n_levels, depth=args.depth, hidden=args.hidden_channels,
-            coupling=args.coupling, permutation=args.permutation, actnorm=args.use_actnorm,
-            actnorm_eps=args.an_stable_eps, net_actnorm=args.use_actnorm_in_blocks, scale_fn=args.affine_scale_fn,
-            affine_eps=args.affine_eps, zero_init=args.zero_init, zs_dim=args.zs_dim, inj_pad=args.inj_pad,
-            prior=args.use_prior, learn_top=args.learntop, n_bits=args.n_bits_x, seed=args.seed)
+            shape, num_classes, levels=args.n_levels, depth=args.depth, step=step, affine_eps=args.affine_eps,
+            zs_dim=args.zs_dim, inj_pad=args.inj_pad, prior=args.use_prior, learn_top=args.learntop,
+            n_bits=args.n_bits_x, seed=args.seed)
     except ValueError as exc:
         c, h, w = shape
         raise ConfigError(f"impossible architecture for {args.dataset} ({c}x{h}x{w} images): {exc}") from exc

@@ -23,7 +23,7 @@ from torch import Tensor, nn
 from invertible import AdditiveCoupling, AffineCoupling
 from invertible.checkpoint import load_checkpoint
 from invertible.layers.activations import make_activation
-from invertible.layers.spectral_norm import SpectralNormLinear, update_lipschitz
+from invertible.layers.spectral_norm import SpectralNormLinear, SpectralNormOptions, update_lipschitz
 from invertible.models import DenseResidualFlow, Flow
 
 from .runs import RunNotFound
@@ -66,7 +66,8 @@ def build_model(kind: str, *, blocks: int, hidden: Sequence[int], coeff: float =
     :func:`refresh_spectral_norms` runs 200 before evaluation, as the original's validation does.
     """
     if kind == "iresnet":
-        model = DenseResidualFlow(2, blocks=blocks, hidden=tuple(hidden), coeff=coeff, activation=activation,
+        model = DenseResidualFlow(2, blocks=blocks, hidden=tuple(hidden), activation=activation,
+                                  spectral=SpectralNormOptions(coeff=coeff, atol=1e-4, rtol=1e-4),
                                   preact=True, zero_init_last=True, logdet="exact")
         if sn_iterations is not None:
             for layer in model.modules():

@@ -34,6 +34,7 @@ import torch
 from torch import Tensor
 
 from invertible.layers import LogDetEstimator, ResidualBlock
+from invertible import InverseOptions
 from invertible.loaders import load_resflow, load_y0ast_glow
 from invertible.models import Flow, bits_per_dim
 
@@ -233,7 +234,7 @@ def load_image_flows(spec: str, *, device: torch.device | str = "cpu") -> list[I
         if label and len(flows) == 1:
             flows[0].name = label
     elif path.is_file():
-        model = load_resflow(path, on_failure="return")
+        model = load_resflow(path, inverse=InverseOptions(on_failure="return"))
         flows = [ImageFlow(label or "pre-trained Residual Flow", model, "resflow", 256, (3, 32, 32), (3, 32, 32),
                            255.0, 0.0, "cifar10", f"rtqichen/residual-flows checkpoint {path}",
                            clip_rademacher=False)]

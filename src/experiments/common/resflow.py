@@ -24,6 +24,7 @@ from typing import Any, Mapping
 import torch
 
 from invertible.checkpoint import load_checkpoint
+from invertible import InverseOptions, SpectralNormOptions
 from invertible.models import ResidualFlow, bits_per_dim, resflow_estimator
 
 from .data import load_dataset, pad_to_multiple
@@ -47,8 +48,10 @@ TRAIN_FIELDS = ["step", "epoch", "lr", "bpd", "grad_norm"]
 def build_resflow(config: Mapping[str, Any], logdet: Any = None) -> ResidualFlow:
     """The run's ResidualFlow (``on_failure="return"``: a non-converging inverse is measured, not raised)."""
     return ResidualFlow(tuple(config["shape"]), blocks=tuple(config["blocks"]), hidden=config["hidden"],
-                        fc_blocks=config["fc_blocks"], fc_hidden=config["fc_hidden"], coeff=0.98, logit=0.05,
-                        logdet=logdet if logdet is not None else resflow_estimator(), on_failure="return",
+                        fc_blocks=config["fc_blocks"], fc_hidden=config["fc_hidden"], logit=0.05,
+                        spectral=SpectralNormOptions(coeff=0.98, atol=1e-3, rtol=1e-3),
+                        logdet=logdet if logdet is not None else resflow_estimator(),
+                        inverse=InverseOptions(on_failure="return"),
                         seed=config["seed"])
 
 

@@ -2,8 +2,8 @@
 
 Runs the attack with the paper's settings scaled to the digits (radius half a grey level) and, as stress
 settings, radii of 4 and 16 grey levels (16: the whole data range), on the zoo trained by
-``python -m experiments.reports.ood`` (trained here if it is missing), then writes the tables, the error curves and the attacked images with the comparison against
-the paper, stated from the numbers.
+``python -m experiments.reports.ood`` (trained here if it is missing), then writes the tables, the error curves and
+the attacked images with the comparison against the paper, stated from the numbers.
 
 Usage::
 

@@ -18,7 +18,7 @@ from torch import Tensor, nn
 from invertible import ActNorm, allow_nonfinite
 from invertible.checkpoint import load_checkpoint
 from invertible.diagnostics import jacobian_stats, reconstruction_error
-from invertible.models import DenseFlow, standard_normal_log_prob
+from invertible.models import DenseFlow, FlowStep, standard_normal_log_prob
 
 from ..common.plots import plot_csv
 from ..common.runs import Run, read_csv, write_json
@@ -60,8 +60,9 @@ def make_data(points: int, seed: int) -> tuple[Tensor, Tensor]:
 def build_model(steps: int = 24, hidden: int = 10) -> DenseFlow:
     """The original's Glow on 2-D vectors: ``steps`` x (identity-initialised ActNorm, reverse, affine coupling with
     an MLP 1-``hidden``-``hidden``-2 in PyTorch's default initialisation, scale ``sigmoid(h + 2) + 1e-6``)."""
-    return DenseFlow(2, steps=steps, hidden=hidden, permutation="reverse", actnorm_data_init=False,
-                     zero_init=False, order="glow", scale_fn="sigmoid_eps", eps=1e-6)
+    step = FlowStep(hidden=hidden, permutation="reverse", net="mlp", actnorm_data_init=False, zero_init=False,
+                    order="glow", scale_fn="sigmoid_eps", eps=1e-6)
+    return DenseFlow(2, steps=steps, step=step)
 
 
 def _actnorm_logdet(model: nn.Module) -> Tensor:

@@ -22,12 +22,14 @@ __all__ = ["JacobianStats", "batch_jacobian", "condition_number", "exact_jacobia
 
 
 def exact_jacobian(fn: Callable[[Tensor], Tensor], x: Tensor, *, chunk_size: int | None = None,
-                   vectorize: bool = False) -> Tensor:
+                   vectorize: bool = False, mode: str = "reverse") -> Tensor:
     """The exact ``(D_out, D)`` Jacobian of ``fn`` (a per-sample map on batches) at each sample: ``(B, D_out, D)``.
 
     Uses ``torch.func.jacrev`` one sample at a time (a Python loop is faster than ``vmap`` over the batch for conv
     flows); ``vectorize=True`` uses ``vmap`` over the batch instead (much faster for many samples of a small flat
     map). ``chunk_size`` limits how many reverse passes are vectorised at once, which bounds the memory.
+    ``mode="forward"`` uses ``torch.func.jacfwd`` (forward-mode autodiff: the same derivative rounded another way,
+    which the contract checker uses to estimate the error of a reverse-mode reference).
 
     Example:
         >>> import torch
@@ -41,7 +43,10 @@ def exact_jacobian(fn: Callable[[Tensor], Tensor], x: Tensor, *, chunk_size: int
     def single(v: Tensor) -> Tensor:
         return fn(v.reshape(1, *shape)).reshape(-1)
 
-    jac = torch.func.jacrev(single, chunk_size=chunk_size)
+    if mode not in ("reverse", "forward"):
+        raise ValueError(f"exact_jacobian: mode must be 'reverse' or 'forward', got {mode!r}")
+    jac = (torch.func.jacrev(single, chunk_size=chunk_size) if mode == "reverse"
+           else torch.func.jacfwd(single))
     if vectorize:
         return torch.func.vmap(jac)(x.reshape(x.shape[0], -1))
     return torch.stack([jac(x[i].reshape(-1)) for i in range(x.shape[0])])

@@ -1,6 +1,6 @@
 """Lipschitz-1 activations for residual branches (i-ResNet, Residual Flows).
 
-Each activation has a ``lipschitz_bound()`` method (read by :func:`invertible.nets.lipschitz_bound`), so a
+Each activation has a ``lipschitz_bound()`` method (read by :func:`invertible.layers.nets.lipschitz_bound`), so a
 residual branch built from spectrally normalised layers and these activations has a certified Lipschitz constant:
 the product of the layers' coefficients.
 

@@ -41,7 +41,7 @@ class ActNorm(InvertibleModule):
         >>> import torch
         >>> layer = ActNorm(3)
         >>> y, logdet = layer(torch.randn(16, 3, 4, 4) * 5 + 2)
-        >>> abs(float(y.mean())) < 1e-5, logdet.shape
+        >>> abs(float(y.detach().mean())) < 1e-5, logdet.shape
         (True, torch.Size([16]))
     """
 
@@ -81,6 +81,10 @@ class ActNorm(InvertibleModule):
     @torch.no_grad()
     def initialize_(self, x: Tensor) -> None:
         """Set ``b`` and ``s`` so that the output on ``x`` has zero mean and unit variance per channel."""
+        if x.shape[0] == 0:
+            raise ValueError(
+                "ActNorm: the data-dependent initialisation needs data, and the first batch is empty; run the first "
+                "forward pass on a non-empty batch (or build the layer with data_init=False)")
         flat = x.transpose(0, 1).reshape(self.channels, -1)
         mean = flat.mean(dim=1)
         std = flat.std(dim=1) if flat.shape[1] > 1 else torch.ones_like(mean)

@@ -23,7 +23,9 @@ class Permutation(InvertibleModule):
         generator: random generator for ``"shuffle"``.
 
     The indices are buffers, so they travel with the state dict; a state dict whose ``perm`` is not a
-    permutation of ``range(channels)`` or whose ``inverse_perm`` does not invert it is refused.
+    permutation of ``range(channels)`` or whose ``inverse_perm`` does not invert it is refused. The inverse is
+    computed from ``perm`` at each call (``argsort`` of ``C`` indices costs nothing), so it follows any change of
+    ``perm``; the ``inverse_perm`` buffer is kept for checkpoints.
 
     Example:
         >>> layer = Permutation(3, kind="reverse")
@@ -45,7 +47,8 @@ class Permutation(InvertibleModule):
 
     def _after_load(self, prefix: str) -> None:
         ok = torch.equal(torch.sort(self.perm)[0], torch.arange(self.channels, device=self.perm.device))
-        if not ok or not torch.equal(self.perm[self.inverse_perm], torch.arange(self.channels, device=self.perm.device)):
+        identity = torch.arange(self.channels, device=self.perm.device)
+        if not ok or not torch.equal(self.perm[self.inverse_perm], identity):
             raise ValueError(
                 f"Permutation(channels={self.channels}) cannot load '{prefix}perm': it is not a permutation of "
                 "range(channels) with a matching 'inverse_perm'; the state dict is corrupted"
@@ -55,7 +58,7 @@ class Permutation(InvertibleModule):
         return x[:, self.perm], logdet_zeros(x)
 
     def _inverse(self, y: Tensor) -> tuple[Tensor, Tensor]:
-        return y[:, self.inverse_perm], logdet_zeros(y)
+        return y[:, torch.argsort(self.perm)], logdet_zeros(y)
 
     def lipschitz_bounds(self) -> Bounds:
         return Bounds(1.0, 1.0)

@@ -41,7 +41,7 @@ class Dequantize(InvertibleModule):
         self.offset = offset
 
     def _logdet(self, x: Tensor, sign: float) -> Tensor:
-        return per_sample(x.new_tensor(sign * x[0].numel() * math.log(self.levels)), x)
+        return per_sample(x.new_tensor(sign * math.prod(x.shape[1:]) * math.log(self.levels)), x)
 
     def _forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
         noise = torch.rand_like(x) if self.training else 0.0

@@ -6,8 +6,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..base import Bounds, InvertibleModule, logdet_zeros
-from ..nets import ZeroConv2d, ZeroLinear
+from ..base import Bounds, InvertibleModule, Relinearized, leaf, logdet_zeros
+from .coupling import affine_box_bounds, batch_box
+from .nets import ZeroConv2d, ZeroLinear, lipschitz_bound, net_bounds
+from .scale import Exp
 
 __all__ = ["Partial", "Split", "Squeeze"]
 
@@ -37,11 +39,16 @@ class Squeeze(InvertibleModule):
                 f"Squeeze(factor={self.factor}) needs height and width divisible by {self.factor}, got {h}x{w}; "
                 "pad the input (e.g. 28 -> 32) or use fewer levels"
             )
+        if x.shape[0] == 0:  # pixel_unshuffle returns an empty batch unchanged in shape
+            return x.new_empty(0, x.shape[1] * self.factor**2, h // self.factor, w // self.factor), logdet_zeros(x)
         return F.pixel_unshuffle(x, self.factor), logdet_zeros(x)
 
     def _inverse(self, y: Tensor) -> tuple[Tensor, Tensor]:
         if y.shape[1] % (self.factor**2):
             raise ValueError(f"Squeeze.inverse needs channels divisible by {self.factor ** 2}, got {y.shape[1]}")
+        if y.shape[0] == 0:
+            c, h, w = y.shape[1:]
+            return y.new_empty(0, c // self.factor**2, h * self.factor, w * self.factor), logdet_zeros(y)
         return F.pixel_shuffle(y, self.factor), logdet_zeros(y)
 
     def lipschitz_bounds(self) -> Bounds:
@@ -64,7 +71,8 @@ class Split(InvertibleModule):
       ``h[:, 0::2]``, ``h[:, 1::2]``. Written as a bijection to a standard normal:
       ``eps2 = (x2 - mu(x1)) * exp(-logsd(x1))``, ``log|det J| = -sum logsd``; then ``log N(eps2; 0, I) +
       log|det J|`` is exactly Glow's split log-likelihood. Inverse ``x2 = mu(x1) + exp(logsd(x1)) * eps2``.
-      Like an affine coupling it has no global Lipschitz bound.
+      Like an affine coupling it has no global Lipschitz bound; on a box it is bounded like one, with
+      ``t = -mean``, ``s = exp(-logsd)`` (:meth:`box_bounds`).
 
     Example:
         >>> split = Split(4, learned=True)
@@ -105,6 +113,25 @@ class Split(InvertibleModule):
 
     def lipschitz_bounds(self) -> Bounds:
         return Bounds(None, None) if self.learned else Bounds(1.0, 1.0)
+
+    def box_bounds(self, lo: Tensor, hi: Tensor) -> Bounds:
+        """Bounds of the Jacobian on the box ``[lo, hi]`` and of the inverse's on a box holding its image:
+        :meth:`~invertible.AffineCoupling.box_bounds` of ``y2 = (x2 - mean) / sd``."""
+        if self.prior is None:
+            return self.lipschitz_bounds()
+        lip = lipschitz_bound(self.prior)
+        k = self.kept
+        h = net_bounds(self.prior, lo.double()[:, :k], hi.double()[:, :k])
+        if lip is None or h is None:
+            return Bounds(None, None)
+        t = (-h[1][:, 0::2], -h[0][:, 0::2])  # t = -mean
+        s_lo, s_hi, dg = Exp().interval(-h[1][:, 1::2], -h[0][:, 1::2])  # s = exp(-logsd)
+        return affine_box_bounds((lo.double()[:, k:], hi.double()[:, k:]), t, s_lo, s_hi, dg, lip, "glow")
+
+    def _local_bounds(self, x: Tensor) -> Bounds:
+        if not self._maps_as(Split):
+            return super()._local_bounds(x)
+        return self.box_bounds(*batch_box(x))
 
     def extra_repr(self) -> str:
         return f"channels={self.channels}, learned={self.learned}"
@@ -149,6 +176,25 @@ class Partial(InvertibleModule):
     def lipschitz_bounds(self) -> Bounds:
         fwd, inv = self.layer.lipschitz_bounds()
         return Bounds(None if fwd is None else max(1.0, fwd), None if inv is None else max(1.0, inv))
+
+    def _local_bounds(self, x: Tensor) -> Bounds:
+        if not self._maps_as(Partial):
+            return super()._local_bounds(x)
+        b = self.layer._local_bounds(x[:, : self.active])
+        return Bounds(*(None if v is None else max(1.0, v) for v in b))
+
+    def _relinearize(self, out: Tensor, direction: str, need_input_grad: bool) -> Relinearized:
+        if not self._maps_as(Partial):
+            return super()._relinearize(out, direction, need_input_grad)
+        active, passive = out[:, : self.active], out[:, self.active :]
+        inner = self.layer._relinearize(active, direction, need_input_grad)
+        rest = leaf(passive, need_input_grad)
+        with torch.enable_grad():
+            result = torch.cat([inner.outputs[0], rest], dim=1)
+        n = len(inner.leaves)
+        rebuilt = torch.cat([inner.rebuilt, passive], dim=1)
+        return Relinearized(rebuilt, (result, inner.outputs[1]), (*inner.leaves, rest),
+                            lambda grads: torch.cat([inner.join(grads[:n]), grads[n]], dim=1))
 
     def inverse_atol(self) -> float:
         return self.layer.inverse_atol()

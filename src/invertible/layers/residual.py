@@ -4,22 +4,26 @@ from __future__ import annotations
 
 import math
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from typing import Any
 
 import torch
 from torch import Tensor, nn
 
-from ..base import Bounds, InvertibleModule, inverse_options
-from ..nets import lipschitz_bound
+from ..base import Bounds, InverseOptions, InvertibleModule, inverse_options
+from .nets import lipschitz_bound
 from .residual_logdet import LogDetEstimator, batch_jacobian, estimate_logdet
 from .spectral_norm import cached_normalization
 
-__all__ = ["ConvergenceError", "ConvergenceWarning", "InverseReport", "ON_FAILURE", "ResidualBlock", "branch_lipschitz"]
+__all__ = ["BLOCK_INVERSE", "ConvergenceError", "ConvergenceWarning", "InverseReport", "ON_FAILURE", "ResidualBlock",
+           "UnknownLipschitzWarning", "branch_lipschitz"]
 
 #: What a non-converged inverse does.
 ON_FAILURE = ("raise", "warn", "return")
 #: How gradients reach the inverse: ``auto`` picks ``implicit`` after convergence and ``unrolled`` otherwise.
 INVERSE_GRADS = ("auto", "implicit", "unrolled")
+#: A residual block's own inverse settings (fields of the ``inverse`` argument left ``None`` take these).
+BLOCK_INVERSE = InverseOptions(max_iter=1000, atol=1e-7, rtol=1e-7, on_failure="raise")
 #: Largest per-sample dimension for which a Newton step (dense Jacobian) is used inside torch.func transforms.
 _NEWTON_MAX_DIMS = 256
 
@@ -36,6 +40,10 @@ class ConvergenceWarning(RuntimeWarning):
     """An iterative inverse did not converge (policy ``"warn"``); the result is returned anyway."""
 
 
+class UnknownLipschitzWarning(UserWarning):
+    """A residual branch whose Lipschitz constant cannot be bounded: invertibility is not guaranteed."""
+
+
 @dataclass(frozen=True)
 class InverseReport:
     """How a fixed-point inverse ended.
@@ -45,7 +53,10 @@ class InverseReport:
         residual: ``max_i ||x_k - x_{k-1}||_inf`` at each sample's last iteration. It equals
             ``||f(x_{k-1}) - y||_inf``, and the returned ``x_k`` is within ``Lip(g) / (1 - Lip(g)) * sqrt(D) *
             residual`` of the true inverse (Euclidean norm) and has ``||f(x_k) - y|| <= Lip(g) * sqrt(D) * residual``.
-        converged: every sample met its tolerance ``atol + rtol * ||y_i||_inf``.
+        converged: every sample met its tolerance ``atol + rtol * ||y_i||_inf``, and the returned preimage was
+            checked: ``||f(x_i) - y_i||_inf`` (``forward_residual``) is within twice that tolerance plus the
+            round-off of evaluating ``f`` (``8 eps max(||x_i||_inf, ||y_i||_inf)``). A fixed point of a
+            non-contractive ``g`` can stop moving without solving ``f(x) = y``; it is not reported as converged.
         tolerance: the largest per-sample tolerance used.
         sample_iterations: iterations per sample (the cap for samples that did not converge).
         contraction: observed contraction rate, the geometric mean of ``step_k / step_{k-1}`` over the last
@@ -58,6 +69,7 @@ class InverseReport:
     tolerance: float
     sample_iterations: tuple[int, ...]
     contraction: float
+    forward_residual: float = math.nan
 
 
 def _view(mask: Tensor, like: Tensor) -> Tensor:
@@ -66,7 +78,7 @@ def _view(mask: Tensor, like: Tensor) -> Tensor:
 
 def branch_lipschitz(net: nn.Module) -> float | None:
     """A bound on ``Lip(net)``: the module's own ``lipschitz_bound()`` first (spectrally normalised layers,
-    activations), the product over an ``nn.Sequential``, else :func:`invertible.nets.lipschitz_bound`."""
+    activations), the product over an ``nn.Sequential``, else :func:`invertible.layers.nets.lipschitz_bound`."""
     own = getattr(net, "lipschitz_bound", None)
     if callable(own):
         return own()
@@ -96,13 +108,22 @@ class ResidualBlock(InvertibleModule):
 
     ``L`` is :func:`branch_lipschitz` of ``g`` (the product of the spectral-norm coefficients when
     ``g`` is built from :mod:`~invertible.layers.spectral_norm` layers and 1-Lipschitz activations), or the
-    ``lipschitz`` you pass. With ``L >= 1`` or unknown there is no inverse bound and the iteration may diverge.
+    ``lipschitz`` you pass.
+
+    Policy on non-contractions: a block whose bound is ``L >= 1`` (declared, or computed from ``g``, e.g. a
+    spectral-norm ``coeff`` above 1) is refused at construction with a :class:`ValueError`: ``x + g(x)`` need not
+    be invertible, the fixed point can converge to another preimage, and the log-det series diverges. A branch
+    that cannot be bounded is accepted with an :class:`UnknownLipschitzWarning`. Later changes are caught where
+    they would give a wrong answer: the inverse checks the preimage it returns (see :class:`InverseReport`), and
+    the ``"series"``/``"roulette"`` log-dets refuse (:class:`ValueError`) a branch whose bound has grown to
+    ``>= 1`` (the exact log-det is right for any ``g``).
 
     The inverse reports how it ended (:class:`InverseReport`, also in ``last_inverse``): iterations, residual,
     convergence. A sample has converged when its step ``||x_k - x_{k-1}||_inf <= atol + rtol ||y||_inf`` (``rtol``
     is floored at ``32 eps`` of the dtype, below which the iterates cannot be computed); converged samples are
     frozen. (residual-flows compares the *squared* step with ``atol + rtol |y|``, elementwise over the batch, so
-    its ``atol = rtol = 1e-5`` allows steps of about ``4.5e-3`` where ``|y| ~ 1``: a much looser rule.) Non-convergence within ``max_iter`` raises :class:`ConvergenceError`, warns
+    its ``atol = rtol = 1e-5`` allows steps of about ``4.5e-3`` where ``|y| ~ 1``: a much looser rule.)
+    Non-convergence within ``max_iter`` raises :class:`ConvergenceError`, warns
     (:class:`ConvergenceWarning`) or returns quietly, by ``on_failure``. :func:`invertible.iterative_inverse`
     overrides ``max_iter``, ``atol``, ``rtol`` and ``on_failure`` for a block of code.
 
@@ -119,15 +140,20 @@ class ResidualBlock(InvertibleModule):
         channels, ranks: input validation (``channels=None`` accepts any).
         lipschitz: a bound on ``Lip(g)`` when ``g`` cannot be bounded automatically.
         logdet: a :class:`LogDetEstimator` or a method name (``"exact"``, ``"series"``, ``"roulette"``).
-        atol, rtol, max_iter, on_failure: the inverse's stopping rule and failure policy.
+        inverse: the inverse's stopping rule and failure policy, an :class:`~invertible.InverseOptions`
+            (``max_iter``, ``atol``, ``rtol``, ``on_failure``); fields left ``None`` take :data:`BLOCK_INVERSE`.
         inverse_grad: ``"auto"``, ``"implicit"`` or ``"unrolled"``.
         newton_refine: finish the inverse with a Newton step (dense Jacobian of ``g``).
         generator: random source of the stochastic log-det estimators (the global one by default).
+        inverse_fields: ``atol=``, ``rtol=``, ``max_iter=``, ``on_failure=`` as keywords replace those fields of
+            ``inverse`` (the older spelling, kept working).
 
     Example:
-        >>> from invertible.layers.spectral_norm import SpectralNormLinear
+        >>> from invertible.layers.spectral_norm import SpectralNormLinear, SpectralNormOptions
         >>> from invertible.layers.activations import LipSwish
-        >>> g = torch.nn.Sequential(SpectralNormLinear(2, 16, coeff=0.9), LipSwish(), SpectralNormLinear(16, 2, coeff=0.9))
+        >>> sn = SpectralNormOptions(coeff=0.9)
+        >>> g = torch.nn.Sequential(SpectralNormLinear(2, 16, options=sn), LipSwish(),
+        ...                         SpectralNormLinear(16, 2, options=sn))
         >>> block = ResidualBlock(g, channels=2)
         >>> x = torch.randn(5, 2)
         >>> y, logdet = block(x)
@@ -146,15 +172,18 @@ class ResidualBlock(InvertibleModule):
         ranks: tuple[int, ...] = (2, 4),
         lipschitz: float | None = None,
         logdet: str | LogDetEstimator = "exact",
-        atol: float = 1e-7,
-        rtol: float = 1e-7,
-        max_iter: int = 1000,
-        on_failure: str = "raise",
+        inverse: InverseOptions | None = None,
         inverse_grad: str = "auto",
         newton_refine: bool = False,
         generator: torch.Generator | None = None,
+        **inverse_fields: Any,
     ) -> None:
         super().__init__(channels=channels, ranks=ranks)
+        try:
+            options = (inverse if inverse is not None else InverseOptions()).updated(**inverse_fields)
+        except TypeError as exc:
+            raise TypeError(f"ResidualBlock: {exc}") from None
+        max_iter, atol, rtol, on_failure = options.filled(BLOCK_INVERSE)
         if on_failure not in ON_FAILURE:
             raise ValueError(f"ResidualBlock: on_failure must be one of {ON_FAILURE}, got {on_failure!r}")
         if inverse_grad not in INVERSE_GRADS:
@@ -169,11 +198,17 @@ class ResidualBlock(InvertibleModule):
         self.newton_refine = newton_refine
         self.generator = generator
         self.last_inverse: InverseReport | None = None
+        self._require_contraction("ResidualBlock", stacklevel=2)
 
     # -- contract ---------------------------------------------------------------------------------------------
     @property
     def logdet_kind(self) -> str:  # type: ignore[override]
         return self.estimator.kind
+
+    @property
+    def inverse_options(self) -> InverseOptions:
+        """The inverse's settings (before any :func:`~invertible.iterative_inverse` override)."""
+        return InverseOptions(self.max_iter, self.atol, self.rtol, self.on_failure)
 
     def lipschitz_constant(self) -> float | None:
         """The bound ``L`` on ``Lip(g)``: the one given, or :func:`branch_lipschitz` of ``g``."""
@@ -189,14 +224,40 @@ class ResidualBlock(InvertibleModule):
         """The absolute tolerance on the fixed-point step (``check_invertible`` scales it by ``Lip(f^-1) sqrt(D)``)."""
         return self.atol
 
+    def _require_contraction(self, where: str, stacklevel: int = 2) -> None:
+        """Refuse a branch bounded by ``L >= 1``; warn if it cannot be bounded (the policy in the docstring)."""
+        lip = self.lipschitz_constant()
+        if lip is None:
+            warnings.warn(
+                f"{where}: no Lipschitz bound is known for the branch g ({type(self.nnet).__name__}), so the block "
+                "is not guaranteed to be invertible; build g from spectrally normalised layers and 1-Lipschitz "
+                "activations, or pass lipschitz=L (< 1) if you know a bound. The inverse still checks the "
+                "preimage it returns.", UnknownLipschitzWarning, stacklevel=stacklevel + 1)
+            return
+        if not lip < 1:
+            source = "declared with lipschitz" if self.lipschitz is not None else "computed from g"
+            raise ValueError(
+                f"{where}: the branch g has the Lipschitz bound {lip:.4g} ({source}), and a residual "
+                "block y = x + g(x) needs Lip(g) < 1: otherwise it need not be invertible, its fixed-point inverse "
+                "can converge to another preimage and its log-det series diverges. Normalise g so that Lip(g) < 1 "
+                "(spectral-norm coefficients below 1, e.g. coeff=0.97, whose product over the layers is the bound)")
+
     def logdet(self, x: Tensor) -> Tensor:
         """``log|det(I + J_g(x))|`` per sample, with the configured estimator."""
-        return estimate_logdet(self.nnet, x, self.estimator, training=self.training, generator=self.generator)[1]
+        return self._estimate(x)[1]
+
+    def _estimate(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        if x.shape[0] == 0:
+            return self.nnet(x), x.new_zeros(0)
+        if self.estimator.method != "exact":  # the power series is only valid for a contraction
+            lip = self.lipschitz_constant()
+            if lip is not None and not lip < 1:
+                self._require_contraction(f"ResidualBlock ({self.estimator.method} log-det)")
+        return estimate_logdet(self.nnet, x, self.estimator, training=self.training, generator=self.generator)
 
     def _forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
         with cached_normalization(self.nnet):
-            gx, logdet = estimate_logdet(self.nnet, x, self.estimator, training=self.training,
-                                         generator=self.generator)
+            gx, logdet = self._estimate(x)
         return x + gx, logdet
 
     def _inverse(self, y: Tensor) -> tuple[Tensor, Tensor]:
@@ -246,7 +307,7 @@ class ResidualBlock(InvertibleModule):
         """``f^{-1}(y)`` by fixed-point iteration (report in ``last_inverse``; policy on non-convergence)."""
         max_iter, atol, rtol, on_failure = self._settings()
         if y.shape[0] == 0:
-            self.last_inverse = InverseReport(0, 0.0, True, 0.0, (), math.nan)
+            self.last_inverse = InverseReport(0, 0.0, True, 0.0, (), math.nan, 0.0)
             return y.clone()
         rtol = max(rtol, 32 * torch.finfo(y.dtype).eps)
         tol = atol + rtol * y.detach().flatten(1).abs().amax(1)
@@ -262,17 +323,30 @@ class ResidualBlock(InvertibleModule):
             mode = "unrolled" if self.inverse_grad == "unrolled" else "newton" if self.newton_refine else "implicit"
         with torch.set_grad_enabled(mode == "unrolled"):
             x, report = self._iterate(y, max_iter, tol)
+        if mode == "newton" and report.converged:
+            x = self._newton_step(x.detach(), y)
+        report = self._check_preimage(x, y, tol, report)
         self.last_inverse = report
         if not report.converged:
             self._fail(report, max_iter, on_failure)
             if mode in ("implicit", "newton") and needs_grad and self.inverse_grad != "implicit":
                 x, _ = self._iterate(y, max_iter, tol)  # differentiate what was computed: the capped iterations
                 return x
-        if mode == "newton":
-            return self._newton_step(x.detach(), y)
         if mode == "implicit":
             return self._attach_implicit_grad(x.detach(), y, max_iter, atol + rtol)
         return x
+
+    def _check_preimage(self, x: Tensor, y: Tensor, tol: Tensor, report: InverseReport) -> InverseReport:
+        """Measure ``||f(x_i) - y_i||_inf`` at the returned ``x``; a fixed point that does not solve ``f(x) = y``
+        (possible only when ``g`` is not a contraction) is not converged (:class:`InverseReport`)."""
+        with torch.no_grad():
+            x0 = x.detach()
+            forward = (x0 + self.nnet(x0) - y.detach()).flatten(1).abs().amax(1)
+            scale = torch.maximum(x0.flatten(1).abs().amax(1), y.detach().flatten(1).abs().amax(1))
+            allowed = 2 * tol + 8 * torch.finfo(y.dtype).eps * scale
+            solved = bool((forward <= allowed).all())  # False for NaN as well
+        worst = float(forward.max())
+        return replace(report, converged=report.converged and solved, forward_residual=worst)
 
     def _newton_step(self, x: Tensor, y: Tensor) -> Tensor:
         """One Newton step ``x - (I + J_g(x))^{-1} (x + g(x) - y)`` with the dense Jacobian (small inputs).
@@ -288,12 +362,20 @@ class ResidualBlock(InvertibleModule):
     def _fail(self, report: InverseReport, max_iter: int, on_failure: str) -> None:
         lip = self.lipschitz_constant()
         lip_text = "unknown" if lip is None else f"{lip:.4g}"
-        message = (
-            f"ResidualBlock.inverse did not converge in {max_iter} iterations: the last step was "
-            f"{report.residual:.3g} against a tolerance of {report.tolerance:.3g} (bound on Lip(g): {lip_text}, "
-            f"observed contraction rate {report.contraction:.3g}). "
-        )
-        if lip is None or lip >= 1 or not report.contraction < 1:
+        stalled = report.residual <= report.tolerance  # the iterates stopped moving, yet f(x) != y
+        if stalled:
+            message = (
+                f"ResidualBlock.inverse did not converge: the iteration stopped moving (last step "
+                f"{report.residual:.3g}, tolerance {report.tolerance:.3g}) at a point x with ||f(x) - y||_inf = "
+                f"{report.forward_residual:.3g}, which is not a preimage of y (bound on Lip(g): {lip_text}). "
+            )
+        else:
+            message = (
+                f"ResidualBlock.inverse did not converge in {max_iter} iterations: the last step was "
+                f"{report.residual:.3g} against a tolerance of {report.tolerance:.3g} (bound on Lip(g): {lip_text}, "
+                f"observed contraction rate {report.contraction:.3g}). "
+            )
+        if stalled or lip is None or lip >= 1 or not report.contraction < 1:
             message += "g is not a contraction, so the fixed point need not exist; normalise g so that Lip(g) < 1."
         else:
             message += "Raise max_iter or atol/rtol (invertible.iterative_inverse(...) does it for a block of code)."

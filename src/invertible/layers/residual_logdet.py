@@ -202,7 +202,8 @@ def _exact_trace_series(jac: Tensor, weights: Tensor, neumann_grad: bool) -> Ten
         neumann = torch.zeros_like(jac)
         eye = torch.eye(jac.shape[1], dtype=jac.dtype, device=jac.device).expand_as(jac)
         for k in range(n_terms):
-            neumann = neumann + (signs[k] * weights[:, k].to(jac.dtype)).view(-1, 1, 1) * (eye if power is None else power)
+            term = eye if power is None else power
+            neumann = neumann + (signs[k] * weights[:, k].to(jac.dtype)).view(-1, 1, 1) * term
             power = jac if power is None else power @ jac
             total = total + coeff[:, k] * torch.diagonal(power, dim1=1, dim2=2).sum(1)
     if not neumann_grad:

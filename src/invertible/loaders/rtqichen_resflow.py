@@ -41,6 +41,7 @@ import torch
 from torch import Tensor
 
 from ..layers.residual_logdet import LogDetEstimator
+from ..layers.spectral_norm import SpectralNormOptions
 from ..models import ResidualFlow, resflow_estimator
 from .safe_pickle import Placeholder, read_torch_file
 
@@ -194,7 +195,10 @@ def infer_resflow_config(state_dict: Mapping[str, Tensor], args: Mapping[str, An
     kernels = [int(w.shape[-1]) for w in convs]
     in_channels, hidden = int(convs[0].shape[1]), int(convs[0].shape[0])
     dims = first.get(f"nnet.{conv_index[0]}.spatial_dims")
-    if dims is not None and dims.numel() == 2:
+    initialized = first.get(f"nnet.{conv_index[0]}.initialized")
+    # residual-flows records the input size on a layer's first forward pass; before it, the buffer holds the
+    # placeholder [1, 1] and `initialized` is 0, so the size comes from args.imagesize
+    if dims is not None and dims.numel() == 2 and (initialized is None or bool(initialized)):
         height, width = (int(v) for v in dims.tolist())
     else:
         height = width = int(_arg(args, "imagesize"))
@@ -275,8 +279,9 @@ def resflow_from_state_dict(state_dict: Mapping[str, Tensor], *, args: Mapping[s
     args = dict(args or {})
     config = infer_resflow_config(state_dict, args)
     sn_tol = float(_arg(args, "sn_tol"))
-    settings = {**config, "logdet": logdet if logdet is not None else _estimator(state_dict, args),
-                "sn_atol": sn_tol, "sn_rtol": sn_tol, **model_args}
+    spectral = SpectralNormOptions(coeff=config["coeff"], atol=sn_tol, rtol=sn_tol)
+    settings = {**{k: v for k, v in config.items() if k != "coeff"}, "spectral": spectral,
+                "logdet": logdet if logdet is not None else _estimator(state_dict, args), **model_args}
     model = ResidualFlow(**settings).to(dtype)
     converted = model.convert_rtqichen_state_dict(dict(state_dict))
     own = model.state_dict()
@@ -294,7 +299,8 @@ def resflow_from_state_dict(state_dict: Mapping[str, Tensor], *, args: Mapping[s
         params = dict(model.named_parameters())
         if set(shadow) != set(params):
             raise ValueError(f"the EMA parameters do not match the model's: missing "
-                             f"{sorted(set(params) - set(shadow))[:6]}, unexpected {sorted(set(shadow) - set(params))[:6]}")
+                             f"{sorted(set(params) - set(shadow))[:6]}, unexpected "
+                             f"{sorted(set(shadow) - set(params))[:6]}")
         with torch.no_grad():
             for name, value in shadow.items():
                 if value.shape != params[name].shape:

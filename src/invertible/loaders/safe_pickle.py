@@ -190,12 +190,19 @@ class SafeLoad:
         self.obj, self.placeholders, self.weights_only = obj, placeholders, weights_only
 
 
+def _unreadable(path: object, exc: BaseException) -> ValueError:
+    detail = str(exc).strip().splitlines()
+    return ValueError(
+        f"{path} cannot be read as a torch file ({type(exc).__name__}{': ' + detail[0] if detail else ''}): it is "
+        "truncated or damaged (an interrupted download or copy: fetch it again) or not a file written by torch.save")
+
+
 def read_torch_file(path: str | os.PathLike[str] | BinaryIO) -> SafeLoad:
     """Read a ``torch.save`` file (zip or legacy format) without executing code from it.
 
     First ``torch.load(weights_only=True)``; if that refuses the file, the restricted unpickler described in the
     module docstring. Raises ``FileNotFoundError`` for a missing file and ``ValueError`` for a file torch cannot
-    read at all (not a torch file, truncated).
+    read at all (empty, truncated, damaged, not a torch file), with a message that says which.
 
     Example:
         >>> import io, torch
@@ -204,17 +211,23 @@ def read_torch_file(path: str | os.PathLike[str] | BinaryIO) -> SafeLoad:
         tensor([1., 1.])
     """
     if isinstance(path, (str, os.PathLike)) and not Path(path).is_file():
-        raise FileNotFoundError(f"no such file: {path}")
+        what = "a folder, not a file" if Path(path).is_dir() else "no such file"
+        raise FileNotFoundError(f"{path}: {what}; pass the path of the torch file")
     opened = open(path, "rb") if isinstance(path, (str, os.PathLike)) else path
     try:
         start = opened.tell()
+        if not opened.read(1):
+            raise ValueError(f"{path} is empty (0 bytes), probably an interrupted download or copy; fetch it again")
+        opened.seek(start)
         try:
             return SafeLoad(torch.load(opened, map_location="cpu", weights_only=True), [], True)
         except pickle.UnpicklingError:
             pass
         except RuntimeError as exc:  # the legacy format refuses weights_only with a RuntimeError
             if "weights_only" not in str(exc) and "Weights only" not in str(exc):
-                raise ValueError(f"{path} is not a file torch.load can read ({exc})") from exc
+                raise _unreadable(path, exc) from exc
+        except Exception as exc:  # noqa: BLE001 - EOFError, OSError, ...: the file is damaged, say so
+            raise _unreadable(path, exc) from exc
         opened.seek(start)
         with _lock, warnings.catch_warnings():
             _found.clear()
@@ -224,9 +237,8 @@ def read_torch_file(path: str | os.PathLike[str] | BinaryIO) -> SafeLoad:
             try:
                 obj = torch.load(opened, map_location="cpu", weights_only=False,
                                  pickle_module=restricted_pickle_module())
-            except (pickle.UnpicklingError, EOFError, RuntimeError, KeyError, TypeError, AttributeError) as exc:
-                raise ValueError(f"{path} is not a torch file this loader can read ({type(exc).__name__}: "
-                                 f"{exc})") from exc
+            except Exception as exc:  # noqa: BLE001 - whatever the damage, the answer is: cannot be read
+                raise _unreadable(path, exc) from exc
             return SafeLoad(obj, sorted(_found), False)
     finally:
         if opened is not path:

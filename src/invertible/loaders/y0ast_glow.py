@@ -34,6 +34,7 @@ import io
 import json
 import math
 import os
+import pickle
 import re
 import warnings
 import zipfile
@@ -269,6 +270,19 @@ def y0ast_glow_from_state_dict(state_dict: Mapping[str, Tensor], hparams: Mappin
     return model.eval()
 
 
+def _is_glow_zip(path: Path) -> bool:
+    """Whether ``path`` is an archive that holds the y0ast files (``glow.zip``), not a zip-format torch file."""
+    if not (path.is_file() and zipfile.is_zipfile(path)):
+        return False
+    try:
+        with zipfile.ZipFile(path) as archive:
+            names = archive.namelist()
+    except (zipfile.BadZipFile, OSError):
+        return False
+    return any(n == STATE_DICT_FILE or n.endswith("/" + STATE_DICT_FILE) for n in names) or not any(
+        n.endswith("data.pkl") for n in names)
+
+
 def _read_member(folder: Path, name: str) -> bytes | None:
     """``name`` from ``folder`` (a folder, or a ``glow.zip`` holding ``glow/<name>``); None if absent."""
     if folder.is_file() and zipfile.is_zipfile(folder):
@@ -283,9 +297,12 @@ def read_y0ast_folder(path: str | os.PathLike[str]) -> tuple[dict[str, Tensor], 
     """The state dict and hparams (``None`` if absent) of a y0ast folder, its ``.pt`` file, or ``glow.zip``.
 
     The state dict is read with ``torch.load(weights_only=True)``: the file is plain tensors, so no code runs.
+    The ``.pt`` file may be in the 2019 legacy format (as published) or in torch's zip format (re-saved).
+    Raises ``FileNotFoundError`` (nothing at ``path``, or no state dict in the folder or archive) and
+    ``ValueError`` (a file that is not a readable plain state dict; the message says why).
     """
     path = Path(path)
-    if path.is_file() and not zipfile.is_zipfile(path):  # the .pt file itself
+    if path.is_file() and not _is_glow_zip(path):  # the .pt file itself
         folder, weights = path.parent, path.read_bytes()
     elif path.exists():
         folder = path
@@ -295,11 +312,25 @@ def read_y0ast_folder(path: str | os.PathLike[str]) -> tuple[dict[str, Tensor], 
                                     "glow.zip (or the zip, or the .pt file)")
     else:
         raise FileNotFoundError(f"no such file or folder: {path}")
+    if not weights:
+        raise ValueError(f"{path}: the state dict file is empty (0 bytes), probably an interrupted download or "
+                         "copy; fetch glow.zip again")
     try:
         state_dict = torch.load(io.BytesIO(weights), map_location="cpu", weights_only=True)
-    except Exception as exc:  # noqa: BLE001 - any failure means: not a plain tensor state dict
-        raise ValueError(f"{path}: {STATE_DICT_FILE} is not a plain state dict of tensors ({type(exc).__name__}: "
-                         f"{str(exc).splitlines()[0]})") from exc
+    except pickle.UnpicklingError as exc:
+        if "global" not in str(exc).lower():  # not a refused global: a damaged or foreign file
+            raise ValueError(f"{path}: the state dict file cannot be read (torch's unpickler stopped at an "
+                             "operation it does not know); it is damaged (fetch glow.zip again) or not a file "
+                             "written by torch.save") from exc
+        # weights_only refused a global: the file holds more than tensors
+        raise ValueError(f"{path}: the state dict file holds objects other than tensors, so it is not y0ast's "
+                         "plain state dict (nothing from it was run); pass glow_affine_coupling.pt from glow.zip"
+                         ) from exc
+    except Exception as exc:  # noqa: BLE001 - any other failure: damaged or not a torch file
+        detail = str(exc).strip().splitlines()
+        raise ValueError(f"{path}: the state dict file cannot be read ({type(exc).__name__}"
+                         f"{': ' + detail[0] if detail else ''}); it is truncated or damaged (fetch glow.zip "
+                         "again) or not a file written by torch.save") from exc
     raw = _read_member(folder, HPARAMS_FILE)
     hparams = None
     if raw is not None:

@@ -54,9 +54,9 @@ class MemorySaving(InvertibleModule):
 
     The wrapped flow is ``ms.flow``; save and load its ``state_dict`` (the wrapper's own keys carry a
     ``flow.`` prefix). Call ``backward()`` before ``optimizer.step()``: a parameter changed in between is
-    refused. Change parameters with ordinary in-place operations (optimizers do), not through ``.data``: the
-    no-grad forward uses cached inverse matrices (1x1 convolutions), which are keyed on version counters that
-    ``.data`` writes do not bump.
+    refused. (That guard reads the parameters' version counters, which writes through ``.data`` do not move:
+    change parameters between forward and backward with ordinary in-place operations, as optimizers do, or
+    not at all.)
 
     Example:
         >>> import torch, invertible
@@ -78,6 +78,7 @@ class MemorySaving(InvertibleModule):
             raise TypeError(f"MemorySaving wraps an InvertibleModule, got {type(flow).__name__}")
         super().__init__(channels=flow.channels, ranks=flow.ranks)
         self.out_channels = flow.out_channels
+        self.in_shape, self.out_shape = flow.in_shape, flow.out_shape
         self.flow = flow
         self.enabled = enabled
         self.on_mismatch, self.rtol, self.max_angle = on_mismatch, rtol, max_angle
@@ -93,10 +94,11 @@ class MemorySaving(InvertibleModule):
         self._check: CheckRun | None = None
         self._last: CheckRun | None = None
 
-    @property
-    def memory_saving_flow(self) -> InvertibleModule:
-        """The wrapped flow (what :func:`~invertible.memory.flatten_layers` looks through)."""
-        return self.flow
+    def _memory_saving_layers(self) -> list[InvertibleModule]:
+        return self.flow._memory_saving_layers()
+
+    def _local_bounds(self, x: Tensor) -> Bounds:
+        return self.flow._local_bounds(x)
 
     def layers(self) -> list[InvertibleModule]:
         """The flattened layers, in application order."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -11,9 +12,13 @@ from torch import Tensor, nn
 from ..base import InvertibleModule
 from ..layers import Squeeze
 from .flow import Flow, standard_normal_log_prob
-from .glow import PERMUTATIONS, flow_step
+from .step import FlowStep, step_from
 
-__all__ = ["INNClassifier", "classifier_flow"]
+__all__ = ["CLASSIFIER_STEP", "INNClassifier", "classifier_flow"]
+
+#: The classifier's default flow step (the paper's code's defaults): additive coupling, random shuffle, no ActNorm,
+#: conv nets of width 128 with PyTorch's default initialisation.
+CLASSIFIER_STEP = FlowStep(hidden=128, coupling="additive", permutation="shuffle", actnorm=False, zero_init=False)
 
 
 def classifier_flow(
@@ -21,23 +26,19 @@ def classifier_flow(
     *,
     levels: int = 3,
     depth: int = 16,
-    hidden: int = 128,
-    coupling: str = "additive",
-    permutation: str = "shuffle",
-    actnorm: bool = False,
-    actnorm_eps: float = 0.0,
-    net_actnorm: bool = False,
-    scale_fn: str = "sigmoid",
+    step: FlowStep | None = None,
     affine_eps: float = 0.0,
-    zero_init: bool = False,
     seed: int = 0,
+    **step_fields: Any,
 ) -> Flow:
-    """The classifier's flow: ``levels`` x (squeeze, ``depth`` Glow steps), no splits, all dimensions to the end.
+    """The classifier's flow: ``levels`` x (squeeze, ``depth`` flow steps), no splits, all dimensions to the end.
 
     Like :class:`~invertible.models.Glow` with ``split=False``, except that (as in the paper's code) the ActNorm
-    of a step is left out where the feature maps are 1x1. ``affine_eps > 0`` with the ``sigmoid`` scale means
-    ``scale = sigmoid(h + 2) + eps`` (the ``sigmoid_eps`` scale function, whose log-det includes ``eps``; the
-    paper's code left it out of the log-det).
+    of a step is left out where the feature maps are 1x1. ``step`` is the flow step (:data:`CLASSIFIER_STEP` by
+    default; keywords named like its fields replace them, the older spelling). ``affine_eps > 0`` keeps the scale
+    away from 0: the step's scale function becomes its ``with_eps(affine_eps)`` variant, so ``sigmoid`` means
+    ``sigmoid(h + 2) + eps`` (``sigmoid_eps``, whose log-det includes ``eps``; the paper's code left it out of the
+    log-det); a scale function without such a variant is refused.
     """
     channels, height, width = in_shape
     if levels < 1 or depth < 1:
@@ -47,26 +48,21 @@ def classifier_flow(
             f"{levels} levels halve the {height}x{width} images {levels} times, so height and width must be "
             f"divisible by {2 ** levels}; use fewer levels (at most {_max_levels(height, width)}) or pad the images"
         )
-    if permutation not in PERMUTATIONS:
-        raise ValueError(f"permutation must be one of {PERMUTATIONS}, got {permutation!r}")
+    spec = step_from(step, CLASSIFIER_STEP, step_fields, "classifier_flow")
     if affine_eps > 0:
-        if scale_fn == "sigmoid":
-            scale_fn = "sigmoid_eps"
-        elif scale_fn not in ("sigmoid_eps", "symmetric"):
-            raise ValueError(f"affine_eps > 0 needs the sigmoid, sigmoid_eps or symmetric scale, not {scale_fn!r}")
+        try:
+            spec = spec.replace(scale_fn=spec.scale().with_eps(affine_eps))
+        except ValueError as exc:
+            raise ValueError(f"affine_eps > 0: {exc}") from None
     generator = torch.Generator().manual_seed(seed)
-    coupling_args: dict[str, object] = {"zero_init": zero_init, "net_actnorm": net_actnorm}
-    if coupling == "affine":
-        coupling_args.update(scale_fn=scale_fn, **({"eps": affine_eps} if affine_eps > 0 else {}))
     layers: list[InvertibleModule] = []
     for _ in range(levels):
         layers.append(Squeeze())
         channels, height, width = 4 * channels, height // 2, width // 2
+        level_step = spec if height * width > 1 else spec.replace(actnorm=False)
         for _ in range(depth):
-            layers += flow_step(channels, hidden=hidden, coupling=coupling, permutation=permutation,
-                                actnorm=actnorm and height * width > 1, actnorm_eps=actnorm_eps,
-                                generator=generator, **coupling_args)
-    return Flow(*layers, latent_shape=(channels, height, width))
+            layers += level_step.layers(channels, generator)
+    return Flow(*layers, latent_shape=(channels, height, width), in_shape=tuple(in_shape))
 
 
 def _max_levels(height: int, width: int) -> int:
@@ -94,19 +90,23 @@ class INNClassifier(nn.Module):
     Args:
         in_shape: ``(C, H, W)`` of the images; ``H`` and ``W`` divisible by ``2^levels``.
         num_classes: number of classes.
-        levels, depth, hidden, coupling, permutation, actnorm, actnorm_eps, net_actnorm, scale_fn, affine_eps,
-            zero_init: the flow, see :func:`classifier_flow` (the paper's ``--n-levels``, ``--depth``,
-            ``--hidden-channels``, ``--coupling``, ``--permutation``, ``--use-actnorm``, ``--an-stable-eps``,
-            ``--use-actnorm-in-blocks``, ``--affine-scale-fn``, ``--affine-eps``, ``--zero-init``).
+        levels, depth: the flow's levels and steps per level (the paper's ``--n-levels``, ``--depth``).
+        step: the flow step, a :class:`~invertible.models.FlowStep` (:data:`CLASSIFIER_STEP` by default); its fields
+            are the paper's ``--hidden-channels``, ``--coupling``, ``--permutation``, ``--use-actnorm``,
+            ``--an-stable-eps``, ``--use-actnorm-in-blocks``, ``--affine-scale-fn``, ``--zero-init``.
+        affine_eps: ``--affine-eps`` (see :func:`classifier_flow`).
         zs_dim: number of leading latent entries fed to the head (``None``: all of them).
         inj_pad: zero channels appended to the input.
         prior: include ``log p(z)`` in :meth:`objective` (``--use-prior``).
         learn_top: learned prior mean and log-std per latent channel (``--learntop``; needs ``prior``).
         n_bits: bits per pixel of the data, for the constant ``-D log(2^n_bits)`` (``--n-bits-x``).
         seed: seeds the random permutations and orthogonal initialisations.
+        step_fields: keywords named like the step's fields (``hidden``, ``coupling``, ...) replace those of
+            ``step``: the older spelling, kept working.
 
     Example:
-        >>> model = INNClassifier((1, 8, 8), levels=2, depth=2, hidden=16, coupling="affine", zs_dim=32)
+        >>> step = CLASSIFIER_STEP.replace(hidden=16, coupling="affine")
+        >>> model = INNClassifier((1, 8, 8), levels=2, depth=2, step=step, zs_dim=32)
         >>> x = torch.randn(5, 1, 8, 8)
         >>> logits, z, logdet = model(x)
         >>> logits.shape, z.shape, bool((model.decode(z) - x).abs().max() < 1e-4)
@@ -120,21 +120,15 @@ class INNClassifier(nn.Module):
         *,
         levels: int = 3,
         depth: int = 16,
-        hidden: int = 128,
-        coupling: str = "additive",
-        permutation: str = "shuffle",
-        actnorm: bool = False,
-        actnorm_eps: float = 0.0,
-        net_actnorm: bool = False,
-        scale_fn: str = "sigmoid",
+        step: FlowStep | None = None,
         affine_eps: float = 0.0,
-        zero_init: bool = False,
         zs_dim: int | None = None,
         inj_pad: int = 0,
         prior: bool = False,
         learn_top: bool = False,
         n_bits: float = 8.0,
         seed: int = 0,
+        **step_fields: Any,
     ) -> None:
         super().__init__()
         channels, height, width = in_shape
@@ -146,10 +140,9 @@ class INNClassifier(nn.Module):
             raise ValueError(f"num_classes must be >= 2, got {num_classes}")
         self.in_shape = (channels, height, width)
         self.inj_pad = inj_pad
-        self.flow = classifier_flow((channels + inj_pad, height, width), levels=levels, depth=depth, hidden=hidden,
-                                    coupling=coupling, permutation=permutation, actnorm=actnorm,
-                                    actnorm_eps=actnorm_eps, net_actnorm=net_actnorm, scale_fn=scale_fn,
-                                    affine_eps=affine_eps, zero_init=zero_init, seed=seed)
+        self.flow = classifier_flow((channels + inj_pad, height, width), levels=levels, depth=depth,
+                                    step=step_from(step, CLASSIFIER_STEP, step_fields, "INNClassifier"),
+                                    affine_eps=affine_eps, seed=seed)
         self.latent_shape = self.flow.latent_shape
         self.dims = math.prod(self.latent_shape)
         zs_dim = self.dims if zs_dim is None else zs_dim
@@ -175,6 +168,11 @@ class INNClassifier(nn.Module):
     def forward(self, x: Tensor, flow: InvertibleModule | None = None) -> tuple[Tensor, Tensor, Tensor]:
         """``(logits, z, logdet)`` for images ``x``; ``flow`` replaces ``self.flow`` (e.g. a memory-saving
         wrapper of it)."""
+        if not isinstance(x, Tensor) or tuple(x.shape[1:]) != self.in_shape:
+            got = tuple(x.shape) if isinstance(x, Tensor) else type(x).__name__
+            raise ValueError(
+                f"INNClassifier was built for images of shape (batch, {', '.join(map(str, self.in_shape))}), got "
+                f"{got}; build a classifier for this size (in_shape=...) or resize the images")
         z, logdet = (flow if flow is not None else self.flow)(self.flow_input(x))
         return self.classify(z), z, logdet
 

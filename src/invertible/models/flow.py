@@ -32,12 +32,21 @@ class Flow(Sequential):
 
     Args:
         layers: the invertible layers, applied in order.
-        latent_shape: the shape of ``z`` per sample (used by :meth:`sample`).
+        latent_shape: the shape of ``z`` per sample (used by :meth:`sample`); ``inverse`` refuses latents of
+            another shape.
+        in_shape: the shape of ``x`` per sample that the flow was built for (``forward`` refuses others), or
+            ``None`` to accept any input its layers accept.
     """
 
-    def __init__(self, *layers: InvertibleModule, latent_shape: tuple[int, ...]) -> None:
+    def __init__(self, *layers: InvertibleModule, latent_shape: tuple[int, ...],
+                 in_shape: tuple[int, ...] | None = None) -> None:
         super().__init__(*layers)
         self.latent_shape = tuple(latent_shape)
+        self.out_shape = self.latent_shape
+        if in_shape is not None:
+            self.in_shape = tuple(in_shape)
+            self.ranks = (len(self.in_shape) + 1,)
+            self.channels, self.out_channels = self.in_shape[0], self.latent_shape[0]
 
     def log_prob(self, x: Tensor) -> Tensor:
         """``log p(x)`` per sample."""

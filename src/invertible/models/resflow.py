@@ -9,22 +9,48 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from ..base import Bounds, InvertibleModule
+from ..base import Bounds, InverseOptions, InvertibleModule
 from ..layers import ActNorm, Logit, Squeeze
 from ..layers.activations import make_activation
 from ..layers.residual import InverseReport, ResidualBlock, branch_lipschitz
 from ..layers.residual_logdet import LogDetEstimator
-from ..layers.spectral_norm import PowerIterationResult, SpectralNormConv2d, SpectralNormLinear, update_lipschitz
+from ..layers.spectral_norm import (
+    PowerIterationResult,
+    SpectralNormConv2d,
+    SpectralNormLinear,
+    SpectralNormOptions,
+    update_lipschitz,
+)
 from .flow import Flow
 
 __all__ = ["DenseResidualFlow", "FlatNet", "ResidualFlow", "RESFLOW_CIFAR10", "resflow_estimator"]
 
 #: The CIFAR-10 configuration of the residual-flows paper and its pre-trained checkpoint (CHECKPOINTS.md §2.2).
 RESFLOW_CIFAR10: dict[str, Any] = {
-    "in_shape": (3, 32, 32), "blocks": (16, 16, 16), "hidden": 512, "kernels": (3, 1, 3), "coeff": 0.98,
+    "in_shape": (3, 32, 32), "blocks": (16, 16, 16), "hidden": 512, "kernels": (3, 1, 3),
     "activation": "swish", "actnorm": True, "fc_blocks": 4, "fc_hidden": 128, "first_preact": False,
-    "logit": 0.05, "sn_atol": 1e-3, "sn_rtol": 1e-3, "atol": 1e-5, "rtol": 1e-5, "max_iter": 1000,
+    "logit": 0.05, "spectral": SpectralNormOptions(coeff=0.98, atol=1e-3, rtol=1e-3),
+    "inverse": InverseOptions(max_iter=1000, atol=1e-5, rtol=1e-5, on_failure="raise"),
 }
+#: The dense flow's defaults: coefficient 0.9, power-iteration tolerances 1e-4; inverse to 1e-8.
+DENSE_SPECTRAL = SpectralNormOptions(coeff=0.9, atol=1e-4, rtol=1e-4)
+DENSE_INVERSE = InverseOptions(max_iter=1000, atol=1e-8, rtol=1e-8, on_failure="raise")
+#: The older keywords of the residual flows' spectral norms and the options' fields they set.
+_SPECTRAL_KEYWORDS = {"coeff": "coeff", "sn_method": "method", "sn_atol": "atol", "sn_rtol": "rtol"}
+_INVERSE_KEYWORDS = ("atol", "rtol", "max_iter", "on_failure")
+
+
+def _options(spectral: SpectralNormOptions, inverse: InverseOptions | None, defaults: InverseOptions,
+             block_args: dict[str, Any], where: str) -> tuple[SpectralNormOptions, InverseOptions]:
+    """The spectral-norm and inverse options with the older keywords (``coeff=``, ``sn_method=``, ``sn_atol=``,
+    ``sn_rtol=``, ``atol=``, ``rtol=``, ``max_iter=``, ``on_failure=``) taken out of ``block_args`` and applied."""
+    sn = {field: block_args.pop(key) for key, field in _SPECTRAL_KEYWORDS.items() if key in block_args}
+    inv = {key: block_args.pop(key) for key in _INVERSE_KEYWORDS if key in block_args}
+    try:
+        spectral = spectral.replace(**sn)  # as given: sn_atol=None means no absolute tolerance
+    except (TypeError, ValueError) as exc:
+        raise type(exc)(f"{where}: {exc}") from None
+    return spectral, (inverse if inverse is not None else InverseOptions()).updated(**inv).filled(defaults)
 
 
 def resflow_estimator(**overrides: Any) -> LogDetEstimator:
@@ -71,17 +97,13 @@ class _Flattened(InvertibleModule):
         return self.fc_module.lipschitz_bounds()
 
 
-def _sn_args(coeff: float, method: str, atol: float | None, rtol: float | None, generator: torch.Generator
-             ) -> dict[str, Any]:
-    return {"coeff": coeff, "method": method, "atol": atol, "rtol": rtol, "generator": generator}
-
-
 def conv_branch(channels: int, hidden: int, size: tuple[int, int], *, kernels: Sequence[int] = (3, 1, 3),
                 activation: str = "swish", preact: bool = True, **sn: Any) -> nn.Sequential:
     """``[act] -> SNConv(C, hidden) -> act -> SNConv(hidden, hidden) -> ... -> SNConv(hidden, C)``.
 
     One convolution per entry of ``kernels``; module indices match residual-flows' ``nnet`` (``nnet.0`` is the
-    leading activation with ``preact``).
+    leading activation with ``preact``). ``sn`` goes to every :class:`SpectralNormConv2d` (``options=``,
+    ``generator=``, or the options' fields).
     """
     widths = [channels] + [hidden] * (len(kernels) - 1) + [channels]
     modules: list[nn.Module] = [make_activation(activation)] if preact else []
@@ -123,7 +145,7 @@ class _ResidualFlowMixin:
         return [(name, block.last_inverse) for name, block in self.residual_blocks()]
 
     def update_lipschitz(self, **options: Any) -> list[PowerIterationResult]:
-        """Refresh every spectral norm's power iteration (see :func:`~invertible.layers.spectral_norm.update_lipschitz`)."""
+        """Refresh every spectral norm's power iteration (:func:`~invertible.layers.spectral_norm.update_lipschitz`)."""
         return update_lipschitz(self, **options)  # type: ignore[arg-type]
 
 
@@ -146,26 +168,31 @@ class ResidualFlow(_ResidualFlowMixin, Flow):
     ``layers[level_starts[s]:level_starts[s + 1]]``. Module paths mirror residual-flows' state-dict keys:
     ``transforms.{s}.chain.{j}.X`` there is ``layers.{level_starts[s] + j}.X`` here, with residual branches under
     ``nnet`` (``nnet.nnet`` for fully connected ones), ActNorm's ``weight`` called ``log_scale``, and the
-    flattened ActNorm under ``fc_module``; :meth:`convert_rtqichen_state_dict` does the renaming. ``ResidualFlow(**RESFLOW_CIFAR10)`` is the
+    flattened ActNorm under ``fc_module``; :meth:`convert_rtqichen_state_dict` does the renaming.
+    ``ResidualFlow(**RESFLOW_CIFAR10)`` is the
     configuration of the pre-trained CIFAR-10 model (16-16-16 blocks, width 512, coefficient 0.98).
 
     Args:
         in_shape: ``(C, H, W)``; ``H``, ``W`` divisible by ``2^(len(blocks) - 1)``.
         blocks: residual blocks per level.
         hidden, kernels, activation: the convolutional branches.
-        coeff: spectral-norm coefficient of every layer.
         actnorm: ActNorm after every block.
         fc_blocks, fc_hidden: the fully connected tail.
         first_preact: whether the very first block starts with an activation (residual-flows: no).
         logit: ``alpha`` of the initial logit transform of ``[0, 1]`` data, or ``None`` for none.
         logdet: the blocks' log-det estimator (default :func:`resflow_estimator`).
-        sn_method, sn_atol, sn_rtol: spectral normalisation (see :mod:`~invertible.layers.spectral_norm`).
-        atol, rtol, max_iter, on_failure: the blocks' fixed-point inverse.
+        spectral: spectral normalisation of every layer (:class:`~invertible.layers.spectral_norm.
+            SpectralNormOptions`: the coefficient, 0.98 here, so ``Lip(g) <= 0.98^3``, and the power iteration).
+        inverse: the blocks' fixed-point inverse (:class:`~invertible.InverseOptions`; ``None`` fields take
+            ``atol = rtol = 1e-5``, ``max_iter = 1000``, ``on_failure = "raise"``).
         seed: seeds the power-iteration vectors.
-        block_args: further :class:`~invertible.layers.residual.ResidualBlock` arguments.
+        block_args: further :class:`~invertible.layers.residual.ResidualBlock` arguments. The older keywords
+            ``coeff``, ``sn_method``, ``sn_atol``, ``sn_rtol`` (fields of ``spectral``) and ``atol``, ``rtol``,
+            ``max_iter``, ``on_failure`` (of ``inverse``) keep working and replace those fields.
 
     Example:
-        >>> model = ResidualFlow((3, 8, 8), blocks=(1, 1), hidden=8, fc_blocks=1, fc_hidden=8, logdet="exact")
+        >>> model = ResidualFlow((3, 8, 8), blocks=(1, 1), hidden=8, fc_blocks=1, fc_hidden=8, logdet="exact",
+        ...                      inverse=InverseOptions(atol=1e-6, rtol=1e-6))
         >>> x = torch.rand(2, 3, 8, 8)
         >>> z, logdet = model(x)
         >>> z.shape, bool((model.inverse(z)[0] - x).abs().max() < 1e-4)
@@ -179,7 +206,6 @@ class ResidualFlow(_ResidualFlowMixin, Flow):
         blocks: Sequence[int] = (16, 16, 16),
         hidden: int = 512,
         kernels: Sequence[int] = (3, 1, 3),
-        coeff: float = 0.98,
         activation: str = "swish",
         actnorm: bool = True,
         fc_blocks: int = 4,
@@ -187,13 +213,8 @@ class ResidualFlow(_ResidualFlowMixin, Flow):
         first_preact: bool = False,
         logit: float | None = 0.05,
         logdet: str | LogDetEstimator | None = None,
-        sn_method: str = "power",
-        sn_atol: float | None = 1e-3,
-        sn_rtol: float | None = 1e-3,
-        atol: float = 1e-5,
-        rtol: float = 1e-5,
-        max_iter: int = 1000,
-        on_failure: str = "raise",
+        spectral: SpectralNormOptions = RESFLOW_CIFAR10["spectral"],
+        inverse: InverseOptions | None = None,
         seed: int = 0,
         **block_args: Any,
     ) -> None:
@@ -206,11 +227,11 @@ class ResidualFlow(_ResidualFlowMixin, Flow):
                 f"ResidualFlow: {levels} levels squeeze the image {levels - 1} times, so height and width must be "
                 f"divisible by {2 ** (levels - 1)}; got {height}x{width}"
             )
+        spectral, inverse = _options(spectral, inverse, RESFLOW_CIFAR10["inverse"], block_args, "ResidualFlow")
         generator = torch.Generator().manual_seed(seed)
-        sn = _sn_args(coeff, sn_method, sn_atol, sn_rtol, generator)
+        sn = {"options": spectral, "generator": generator}
         estimator = resflow_estimator() if logdet is None else LogDetEstimator.of(logdet)
-        inverse = {"atol": atol, "rtol": rtol, "max_iter": max_iter, "on_failure": on_failure,
-                   "logdet": estimator, **block_args}
+        block = {"inverse": inverse, "logdet": estimator, **block_args}
         layers: list[InvertibleModule] = []
         starts: list[int] = []
         c, h, w = channels, height, width
@@ -223,14 +244,14 @@ class ResidualFlow(_ResidualFlowMixin, Flow):
             for i in range(count):
                 preact = first_preact or level > 0 or i > 0
                 net = conv_branch(c, hidden, (h, w), kernels=kernels, activation=activation, preact=preact, **sn)
-                chain.append(ResidualBlock(net, channels=c, ranks=(4,), **inverse))
+                chain.append(ResidualBlock(net, channels=c, ranks=(4,), **block))
                 if actnorm:
                     chain.append(ActNorm(c))
             if level == levels - 1:
                 dim = c * h * w
                 for _ in range(fc_blocks):
                     net = FlatNet(dense_branch(dim, (fc_hidden, fc_hidden), activation=activation, **sn))
-                    chain.append(ResidualBlock(net, channels=c, ranks=(4,), **inverse))
+                    chain.append(ResidualBlock(net, channels=c, ranks=(4,), **block))
                     if actnorm:
                         chain.append(_Flattened(ActNorm(dim)))
             else:
@@ -240,12 +261,8 @@ class ResidualFlow(_ResidualFlowMixin, Flow):
                 raise ValueError(f"ResidualFlow: level {level} has no layers; give it at least one block")
             starts.append(len(layers))
             layers += chain
-        super().__init__(*layers, latent_shape=(c, h, w))
+        super().__init__(*layers, latent_shape=(c, h, w), in_shape=tuple(in_shape))
         self.level_starts = (*starts, len(layers))
-        self.in_shape = tuple(in_shape)
-        self.ranks = (4,)
-        self.channels = channels
-        self.out_channels = c
 
     def convert_rtqichen_state_dict(self, state_dict: dict[str, Tensor]) -> dict[str, Tensor]:
         """A residual-flows ``ResidualFlow`` state dict renamed and retyped for this model.
@@ -287,17 +304,20 @@ class DenseResidualFlow(_ResidualFlowMixin, Flow):
         dim: ``D``.
         blocks: number of residual blocks.
         hidden: widths of the hidden layers of each branch.
-        coeff, activation, preact, zero_init_last: the branches (``zero_init_last`` starts each block as the
-            identity).
+        activation, preact, zero_init_last: the branches (``zero_init_last`` starts each block as the identity).
         actnorm: an ActNorm after each block.
         logdet: log-det estimator of the blocks.
-        sn_method, sn_atol, sn_rtol: spectral normalisation.
-        atol, rtol, max_iter, on_failure: the fixed-point inverse.
+        spectral: spectral normalisation of every layer (:class:`~invertible.layers.spectral_norm.
+            SpectralNormOptions`; coefficient 0.9 and tolerances 1e-4 by default).
+        inverse: the fixed-point inverse (:class:`~invertible.InverseOptions`; ``None`` fields take
+            ``atol = rtol = 1e-8``, ``max_iter = 1000``, ``on_failure = "raise"``).
         seed: seeds the power-iteration vectors.
-        block_args: further :class:`~invertible.layers.residual.ResidualBlock` arguments.
+        block_args: further :class:`~invertible.layers.residual.ResidualBlock` arguments; the older keywords
+            ``coeff``, ``sn_method``, ``sn_atol``, ``sn_rtol``, ``atol``, ``rtol``, ``max_iter``, ``on_failure``
+            keep working, as for :class:`ResidualFlow`.
 
     Example:
-        >>> flow = DenseResidualFlow(2, blocks=3, hidden=(16, 16), coeff=0.8)
+        >>> flow = DenseResidualFlow(2, blocks=3, hidden=(16, 16), spectral=SpectralNormOptions(coeff=0.8))
         >>> x = torch.randn(4, 2)
         >>> flow.log_prob(x).shape, bool((flow.inverse(flow(x)[0])[0] - x).abs().max() < 1e-5)
         (torch.Size([4]), True)
@@ -309,33 +329,26 @@ class DenseResidualFlow(_ResidualFlowMixin, Flow):
         *,
         blocks: int = 10,
         hidden: Sequence[int] = (128, 128, 128),
-        coeff: float = 0.9,
         activation: str = "swish",
         preact: bool = True,
         zero_init_last: bool = False,
         actnorm: bool = False,
         logdet: str | LogDetEstimator = "exact",
-        sn_method: str = "power",
-        sn_atol: float | None = 1e-4,
-        sn_rtol: float | None = 1e-4,
-        atol: float = 1e-8,
-        rtol: float = 1e-8,
-        max_iter: int = 1000,
-        on_failure: str = "raise",
+        spectral: SpectralNormOptions = DENSE_SPECTRAL,
+        inverse: InverseOptions | None = None,
         seed: int = 0,
         **block_args: Any,
     ) -> None:
         if dim < 1 or blocks < 1:
             raise ValueError(f"DenseResidualFlow needs dim >= 1 and blocks >= 1, got dim={dim}, blocks={blocks}")
+        spectral, inverse = _options(spectral, inverse, DENSE_INVERSE, block_args, "DenseResidualFlow")
         generator = torch.Generator().manual_seed(seed)
-        sn = _sn_args(coeff, sn_method, sn_atol, sn_rtol, generator)
+        sn = {"options": spectral, "generator": generator}
         layers: list[InvertibleModule] = []
         for _ in range(blocks):
             net = dense_branch(dim, hidden, activation=activation, preact=preact, zero_init_last=zero_init_last, **sn)
-            layers.append(ResidualBlock(net, channels=dim, ranks=(2,), logdet=logdet, atol=atol, rtol=rtol,
-                                        max_iter=max_iter, on_failure=on_failure, **block_args))
+            layers.append(ResidualBlock(net, channels=dim, ranks=(2,), logdet=logdet, inverse=inverse,
+                                        **block_args))
             if actnorm:
                 layers.append(ActNorm(dim))
-        super().__init__(*layers, latent_shape=(dim,))
-        self.ranks = (2,)
-        self.channels = dim
+        super().__init__(*layers, latent_shape=(dim,), in_shape=(dim,))

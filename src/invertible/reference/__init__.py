@@ -36,6 +36,7 @@ from . import layers as _layers  # noqa: F401  (registers the layer references)
 from . import nets as _nets  # noqa: F401  (registers the network references)
 from . import residual as _residual  # noqa: F401  (registers the residual-flow references, after nets)
 from . import wrappers as _wrappers  # noqa: F401  (registers the wrapper references)
+from . import spline as _spline  # noqa: F401  (registers the spline and autoregressive references)
 from .arith import DPS, from_tensor, precision, to_float64
 from .cases import MAX_DIMS, TINY, TinyCase, tiny_case, tiny_cases, tiny_configurations
 from .compare import (

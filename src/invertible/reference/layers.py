@@ -26,6 +26,7 @@ from ..layers import (
     Split,
     Squeeze,
 )
+from ..layers.scale import Bounded, Exp, Sigmoid, SigmoidEps, Symmetric, TanhExp
 from ..models import DenseFlow, Flow, Glow
 from .arith import MPArray, exp, from_tensor, log, matvec, per_channel, sigmoid
 from .registry import Builder, LayerMap, register_layer_reference
@@ -119,6 +120,9 @@ def _permutation(module: nn.Module, builder: Builder) -> LayerMap:
 
 
 # -- couplings ---------------------------------------------------------------------------------------------------
+_LIBRARY_SCALES = {cls.name: cls for cls in (Sigmoid, SigmoidEps, Exp, Bounded, TanhExp, Symmetric)}
+
+
 def scale_function(name: str, h: MPArray, shift: mpf, eps: mpf, max_scale: mpf) -> MPArray:
     """The affine coupling's scale ``s = g(h)`` for each named scale function, from its definition."""
     if name == "sigmoid":
@@ -167,8 +171,11 @@ def _affine(module: nn.Module, builder: Builder) -> LayerMap:
     """``h = net(x1)``, ``t = h[0::2]``, ``s = g(h[1::2])``; Glow order ``y2 = (x2 + t) s``, RealNVP order
     ``y2 = x2 s + t``; ``log|det J| = sum log s``."""
     net = builder.net(module.net)
-    name, order = module.scale_fn, module.order
-    shift, eps, max_scale = mpf(float(module.shift)), mpf(float(module.eps)), mpf(float(module.max_scale))
+    name, order, params = module.scale.name, module.order, module.scale
+    if type(params) is not _LIBRARY_SCALES.get(name):  # a scale function of someone else's: no reference for it
+        raise NotImplementedError(f"the reference has no scale function {type(params).__name__}")
+    shift, eps = mpf(float(getattr(params, "shift", 2.0))), mpf(float(getattr(params, "eps", 0.01)))
+    max_scale = mpf(float(getattr(params, "max_scale", 2.0)))
     if order not in ("glow", "realnvp"):
         raise NotImplementedError(f"the reference has no coupling order {order!r}")
 

@@ -12,7 +12,7 @@ import numpy as np
 from mpmath import mp, mpf
 from torch import nn
 
-from ..nets import NetActNorm, ZeroConv2d, ZeroLinear
+from ..layers.nets import NetActNorm, ZeroConv2d, ZeroLinear
 from .arith import MPArray, conv2d, elementwise, from_tensor, linear, per_channel, sigmoid
 from .registry import Builder, NetMap, register_net_reference
 

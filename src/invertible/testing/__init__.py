@@ -14,11 +14,25 @@ Example:
     True
 """
 
-from .check import CHECKS, CheckReport, ContractError, check_gradients, check_invertible, check_state_dict, exact_jacobian
+from .check import (
+    BOUNDS_RTOL,
+    CHECKS,
+    CheckReport,
+    ContractError,
+    check_gradients,
+    check_invertible,
+    check_state_dict,
+    exact_jacobian,
+)
 from .registry import Example, example_names, example_strategy, examples, get_example, randomize_, register
+from .tolerances import LOGDET_K, ROUNDTRIP_K, ErrorScales, fixed_point_allowance
 
 __all__ = [
+    "BOUNDS_RTOL",
     "CHECKS",
+    "ErrorScales",
+    "LOGDET_K",
+    "ROUNDTRIP_K",
     "CheckReport",
     "ContractError",
     "Example",
@@ -26,6 +40,7 @@ __all__ = [
     "check_invertible",
     "check_state_dict",
     "exact_jacobian",
+    "fixed_point_allowance",
     "example_names",
     "example_strategy",
     "examples",

@@ -58,7 +58,9 @@ def register(
 ) -> Callable[[Callable[..., tuple[InvertibleModule, Tensor]]], Callable[..., tuple[InvertibleModule, Tensor]]]:
     """Decorator registering ``build`` under ``name`` (a second registration of the same name is refused)."""
 
-    def decorate(build: Callable[..., tuple[InvertibleModule, Tensor]]) -> Callable[..., tuple[InvertibleModule, Tensor]]:
+    Build = Callable[..., tuple[InvertibleModule, Tensor]]
+
+    def decorate(build: Build) -> Build:
         if name in _REGISTRY:
             raise ValueError(f"an example named {name!r} is already registered")
 
@@ -109,13 +111,11 @@ def examples(tag: str | None = None) -> Iterator[tuple[str, InvertibleModule, Te
 
 
 def example_strategy(name: str) -> Any:
-    """A hypothesis strategy of ``(module, x)`` for example ``name``, drawn over its search space."""
-    from hypothesis import strategies as st
+    """A hypothesis strategy of ``(module, x)`` for example ``name``, drawn over its search space (the same as
+    :func:`invertible.testing.strategies.examples`)."""
+    from .strategies import examples as example_draws
 
-    example = get_example(name)
-    if example.space is None:
-        return st.sampled_from(example.configs).map(lambda c: example.build(**c))
-    return st.fixed_dictionaries(example.space()).map(lambda params: example.build(**params))
+    return example_draws(name)
 
 
 def randomize_(module: nn.Module, scale: float = 0.3, seed: int = 0) -> nn.Module:

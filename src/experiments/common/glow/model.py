@@ -13,7 +13,7 @@ import torch
 
 from invertible import ActNorm
 from invertible.checkpoint import load_checkpoint
-from invertible.models import Glow
+from invertible.models import FlowStep, Glow
 
 from ..runs import RunNotFound
 from .options import model_spec
@@ -36,10 +36,9 @@ def build_glow(args: argparse.Namespace | Mapping[str, Any], shape: tuple[int, i
     if spec.coupling == "affine":
         coupling_args.update(scale_fn=spec.scale_fn, shift=a.affine_scale_eps, eps=a.affine_eps,
                              max_scale=a.affine_max_scale)
-    return Glow(shape, levels=a.n_levels, depth=a.depth, hidden=a.hidden_channels, coupling=spec.coupling,
-                permutation=a.flow_permutation, actnorm_eps=a.actnorm_eps,
-                actnorm_max_scale=a.actnorm_max_scale or None, learn_top=not a.no_learn_top, seed=a.seed,
-                **coupling_args)
+    step = FlowStep(hidden=a.hidden_channels, coupling=spec.coupling, permutation=a.flow_permutation,
+                    actnorm_eps=a.actnorm_eps, actnorm_max_scale=a.actnorm_max_scale or None, **coupling_args)
+    return Glow(shape, levels=a.n_levels, depth=a.depth, step=step, learn_top=not a.no_learn_top, seed=a.seed)
 
 
 def mark_actnorm_initialized(model: torch.nn.Module) -> int:

@@ -13,9 +13,11 @@ from .core import sample_input
 def _space() -> Any:
     from hypothesis import strategies as st
 
+    from ..strategies import batch_sizes, scales, seeds
+
     return {"coupling": st.sampled_from(["affine", "additive"]), "permutation": st.sampled_from(["conv", "shuffle"]),
-            "inj_channels": st.integers(1, 2), "batch": st.integers(1, 3), "seed": st.integers(0, 2**16),
-            "scale": st.sampled_from([0.5, 1.0, 2.0])}
+            "inj_channels": st.integers(1, 2), "batch": batch_sizes(), "seed": seeds(),
+            "scale": scales((0.5, 1.0, 2.0))}
 
 
 @register("classifier_flow", layer=Flow,

@@ -27,12 +27,14 @@ def input_shape(kind: str, batch: int, channels: int, size: int) -> tuple[int, .
 def _space(**extra: Any) -> Any:
     from hypothesis import strategies as st
 
+    from ..strategies import batch_sizes, scales, seeds
+
     base = {
-        "batch": st.integers(1, 3),
+        "batch": batch_sizes(),
         "channels": st.integers(2, 5),
         "size": st.sampled_from([2, 4]),
-        "seed": st.integers(0, 2**16),
-        "scale": st.sampled_from([0.5, 1.0, 3.0]),
+        "seed": seeds(),
+        "scale": scales(),
     }
     base.update({k: (v if hasattr(v, "example") else st.sampled_from(v)) for k, v in extra.items()})
     return base

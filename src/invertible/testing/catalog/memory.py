@@ -14,8 +14,10 @@ from .core import sample_input
 def _space() -> Any:
     from hypothesis import strategies as st
 
-    return {"inner": st.sampled_from(["glow", "dense"]), "batch": st.integers(1, 3),
-            "seed": st.integers(0, 2**16), "scale": st.sampled_from([0.5, 1.0, 2.0])}
+    from ..strategies import batch_sizes, scales, seeds
+
+    return {"inner": st.sampled_from(["glow", "dense"]), "batch": batch_sizes(), "seed": seeds(),
+            "scale": scales((0.5, 1.0, 2.0))}
 
 
 @register("memory_saving", layer=MemorySaving, configs=[{"inner": "glow"}, {"inner": "dense"}], space=_space)

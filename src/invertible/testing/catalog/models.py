@@ -15,7 +15,9 @@ COUPLINGS = ("affine", "additive")
 def _space(**choices: Any) -> Any:
     from hypothesis import strategies as st
 
-    space = {"batch": st.integers(1, 3), "seed": st.integers(0, 2**16), "scale": st.sampled_from([0.5, 1.0, 2.0])}
+    from ..strategies import batch_sizes, scales, seeds
+
+    space = {"batch": batch_sizes(), "seed": seeds(), "scale": scales((0.5, 1.0, 2.0))}
     space.update({k: st.sampled_from(v) for k, v in choices.items()})
     return space
 

@@ -33,7 +33,9 @@ INVERSE = {"atol": 1e-15, "rtol": 0.0}
 def _space(**choices: Any) -> Any:
     from hypothesis import strategies as st
 
-    space = {"batch": st.integers(1, 3), "seed": st.integers(0, 2**16), "scale": st.sampled_from([0.5, 1.0, 3.0])}
+    from ..strategies import batch_sizes, scales, seeds
+
+    space = {"batch": batch_sizes(), "seed": seeds(), "scale": scales()}
     space.update({k: st.sampled_from(v) for k, v in choices.items()})
     return space
 
