@@ -93,6 +93,13 @@ def test_the_attack_on_a_loaded_glow_and_a_broken_one(checkpoints: dict[str, obj
             assert float(r["nonfinite_share"]) == 1.0
     assert models["glow"]["radius"] == pytest.approx(radius) and models["glow"]["first_nonfinite_step"] == -1
     assert models["broken"]["first_nonfinite_step"] == 0 and models["broken"]["images_broken"] == 2
+    # a flow broken everywhere is broken by the random start, not by the ascent; the loaded Glow by neither
+    assert (models["broken"]["breaks_at_start"], models["broken"]["breaks_by_ascent"]) == (2, 0)
+    assert not models["broken"]["verdicts"]["start"]["invertible"] and models["broken"]["nonfinite_at_start"] == 2
+    glow = models["glow"]
+    assert (glow["breaks_at_start"], glow["breaks_by_ascent"], glow["broken"]) == (0, 0, 0)
+    assert all(models["glow"]["verdicts"][k]["invertible"] for k in ("clean", "start", "worst"))
+    assert models["glow"]["verdicts"]["worst"]["at_worst"]["kappa_forward"][0] >= 1
 
 
 @pytest.mark.slow  # about 20 s of one core: 3 steps of the fixed-point inverse at 32x32

@@ -63,15 +63,23 @@ NF_SCALED = "4.8e-4"
 
 
 def test_nf_term_keeps_the_inverse_conditioned_where_the_unregularized_flow_degrades(tmp_path: Path) -> None:
-    """Measured (seed 3): after 90 iterations kappa(J^-1) is 7967 without and 55 with the NF term; the worst
-    train reconstruction error 2.6e-2 without and 1.5e-4 with it."""
+    """What holds over seeds 1-5 (measured on this machine, 90 iterations; the test runs seed 3): kappa at the
+    worst-reconstructed image 1.5e3-6.2e5 without the NF term and 25-139 with it (ratio 46-4453); the worst
+    training reconstruction error 7.0e-4-1.4e-2 without and 4.4e-5-1.4e-4 with it (ratio 9.2-99); kappa at the
+    8 fixed test images 361-6473 without and 29-71 with it (ratio 6.5-108); test accuracy 0.953-0.975 either way;
+    at 90 iterations every run is still invertible by the verdict. The bounds below sit a factor 2-3 inside the
+    measured spread."""
     assert main([*STRESS, "--out", str(tmp_path / "plain")]) == 0
     assert main([*STRESS, "--nf-coeff", NF_SCALED, "--out", str(tmp_path / "nf")]) == 0
     plain = json.loads((tmp_path / "plain" / "metrics.json").read_text())
     nf = json.loads((tmp_path / "nf" / "metrics.json").read_text())
-    assert 1e3 < plain["cond_inverse"] < 1e5 and 10 < nf["cond_inverse"] < 300
-    assert nf["cond_inverse"] < plain["cond_inverse"] / 20
-    assert nf["recons_train_max"] < plain["recons_train_max"] / 10
+    assert plain["kappa_at_worst"] > 500 and nf["kappa_at_worst"] < 500
+    assert nf["kappa_at_worst"] < plain["kappa_at_worst"] / 15
+    assert nf["recons_train_max"] < plain["recons_train_max"] / 3
+    assert nf["cond_inverse"] < plain["cond_inverse"] / 2
     assert nf["test_acc"] > 0.93 and plain["test_acc"] > 0.93  # the cure costs no accuracy here
+    assert plain["invertible"] and nf["invertible"]  # not yet failed at 90 iterations, on any measured seed
     kappa = [float(r["condition_num"]) for r in read_csv(tmp_path / "plain" / "svd_log.csv")]
-    assert len(kappa) == 3 and kappa[0] == pytest.approx(5.354, rel=1e-3) and kappa[2] > 20 * kappa[1]
+    # the unregularized flow's conditioning degrades: kappa at iterations 0, 45, 90 over seeds 1-5 is 5.4-7.3,
+    # 29-48, 361-6473 (ratios 4.9-8.2 and 11-135)
+    assert len(kappa) == 3 and kappa[1] > 2 * kappa[0] and kappa[2] > 5 * kappa[1]

@@ -17,7 +17,7 @@ import torch
 
 from experiments.classification import main
 from experiments.classification.readme_runs import ALL_RUNS
-from experiments.classification.train import EPOCH_FIELDS, EVERY_N_FIELDS, ITERATION_FIELDS, SVD_FIELDS
+from experiments.classification.train import EPOCH_FIELDS, EVERY_N_FIELDS, GRAD_FIELDS, ITERATION_FIELDS, SVD_FIELDS
 from experiments.common.runs import read_csv
 from experiments.common.training import capture_rng_state, restore_rng_state
 from invertible.checkpoint import load_checkpoint, save_checkpoint
@@ -55,7 +55,7 @@ def test_a_run_writes_its_folder_and_a_summary(tmp_path: Path, capsys: pytest.Ca
     config = json.loads((out / "config.json").read_text())
     assert config["args"]["coupling"] == "affine" and config["args"]["depth"] == 1
     headers = {"iteration_log": ITERATION_FIELDS, "every_N_log": EVERY_N_FIELDS, "svd_log": SVD_FIELDS,
-               "epoch_log": EPOCH_FIELDS}
+               "epoch_log": EPOCH_FIELDS, "grad_log": GRAD_FIELDS}
     for name, fields in headers.items():
         assert (out / f"{name}.csv").read_text().splitlines()[0] == ",".join(fields)
     iterations = read_csv(out / "iteration_log.csv")
@@ -74,7 +74,22 @@ def test_a_run_writes_its_folder_and_a_summary(tmp_path: Path, capsys: pytest.Ca
     assert float(svd[0]["inverse_condition_num"]) == pytest.approx(float(svd[0]["condition_num"]), rel=1e-6)
     assert metrics["cond_inverse"] == pytest.approx(metrics["cond_forward"], rel=1e-4)
     assert metrics["grad_angle"] < 1e-3
-    for png in ("loss_accuracy", "stability", "reconstructions", "iterations"):
+    # the library's verdict over the whole train and test sets, kappa at the worst-reconstructed and fixed images
+    for split, n in (("train", 1438), ("test", 359)):
+        verdict = metrics["verdicts"][split]
+        assert verdict["invertible"] is True and verdict["n"] == n and verdict["rtol"] == 1e-2
+        assert verdict["worst_relative"] == pytest.approx(metrics[f"recons_{split}_max_relative"])
+        assert len(verdict["at_worst"]["indices"]) == 3 and verdict["at_worst"]["indices"][0] == verdict["worst_index"]
+        assert all(k >= 1 for k in verdict["at_worst"]["kappa_forward"] + verdict["at_fixed"]["kappa_forward"])
+        assert verdict["at_fixed"]["kappa_forward"] == pytest.approx(verdict["at_fixed"]["kappa_inverse"], rel=1e-6)
+    assert verdict["at_fixed"]["indices"] == [192, 193]  # the paper's fixed test images (--svd-samples 2)
+    assert metrics["invertible"] is True and metrics["first_noninvertible_iteration"] == -1
+    assert [r["invertible"] for r in epochs] == ["1"] and float(epochs[0]["kappa_at_worst"]) >= 1
+    # memory-saving against standard gradients on the fixed training batch, every --log-every iterations
+    grad = read_csv(out / "grad_log.csv")
+    assert [int(r["global_iteration"]) for r in grad] == [0, 3, 6, 9, 12]
+    assert all(float(r["grad_angle"]) < 1e-3 and float(r["kappa"]) >= 1 and r["grad_finite"] == "True" for r in grad)
+    for png in ("loss_accuracy", "stability", "reconstructions", "iterations", "memory_saving", "angle_vs_kappa"):
         assert (out / "plots" / f"{png}.png").read_bytes()[:4] == b"\x89PNG"
     assert {p.name for p in (out / "checkpoints").iterdir()} == {"init.pt", "latest.pt", "iter_6.pt", "iter_12.pt"}
     state = load_checkpoint(out / "checkpoints" / "latest.pt")
@@ -122,7 +137,7 @@ def test_a_killed_run_resumes_to_the_same_result(tmp_path: Path, capsys: pytest.
 
     reference = tmp_path / "reference"
     assert main([*RESUME, "--out", str(reference)]) == 0
-    for name in ("iteration_log", "every_N_log", "svd_log", "epoch_log"):
+    for name in ("iteration_log", "every_N_log", "svd_log", "epoch_log", "grad_log"):
         assert _rows(killed / f"{name}.csv") == _rows(reference / f"{name}.csv"), name
     a, b = _metrics(killed), _metrics(reference)
     for timing in ("seconds", "cpu_seconds", "timing"):
@@ -238,3 +253,26 @@ def test_each_readme_command_runs(name: str, tmp_path: Path) -> None:
     assert regularized == expected
     angle = read_csv(out / "every_N_log.csv")[1]["grad_angle"]  # checked only with --mem-saving
     assert (angle != "") == name.endswith("_fd") and (angle == "" or float(angle) < 1e-3)
+
+
+def test_twin_trains_the_unregularized_twin_and_shows_both(tmp_path: Path, capsys: pytest.CaptureFixture[str]
+                                                           ) -> None:
+    """--twin: the same run without its NF term, in <run>/twin, both in metrics.json and printed side by side; the
+    twin equals a separate unregularized run of the same flags (negative control: the regularized model differs)."""
+    flags = [*TINY, "--epochs", "1", "--svd-samples", "1", "--log-every", "3"]
+    out = tmp_path / "run"
+    assert main([*flags, "--nf-coeff", "1e-3", "--twin", "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "The regularizer's effect" in printed and "unregularized twin" in printed
+    assert "regularized (NF 0.001)" in printed
+    metrics, twin = _metrics(out), _metrics(out / "twin")
+    assert metrics["twin"]["test_acc"] == twin["test_acc"] and metrics["twin"]["verdicts"] == twin["verdicts"]
+    stored = json.loads((out / "twin" / "config.json").read_text())["args"]
+    assert stored["nf_coeff"] == -1.0 and stored["twin"] is False and stored["seed"] == 3
+    plain = tmp_path / "plain"
+    assert main([*flags, "--out", str(plain)]) == 0
+    assert _rows(out / "twin" / "iteration_log.csv") == _rows(plain / "iteration_log.csv")
+    assert _rows(out / "iteration_log.csv") != _rows(plain / "iteration_log.csv")
+    # a twin needs something to leave out: a usage error that writes nothing
+    assert main([*flags, "--twin", "--out", str(tmp_path / "none")]) == 2
+    assert "--twin trains the unregularized twin" in capsys.readouterr().err and not (tmp_path / "none").exists()

@@ -43,6 +43,15 @@ def test_run_folder_holds_config_logs_grids_and_plots(quick_run: tuple[Path, dic
         assert float(train[-1]["test_nll"]) < float(train[0]["test_nll"]) + 1.0  # training did not diverge
     regions = read_csv(out / "regions.csv")
     assert len(regions) == len(flows2d.MODELS) * 9  # the data region and 8 squares per model
+    for kind in flows2d.MODELS:  # the library's verdict per evaluated set, the CSV's word and kappa from it
+        verdicts = metrics[kind]["verdicts"]
+        assert set(verdicts) == {"grid", "data", *(f"square R={r:g}" for r in (8, 16, 32, 64, 128, 256, 512, 1024))}
+        assert verdicts["grid"]["n"] + verdicts["grid"]["excluded_near_origin"] == 48 * 48
+        assert verdicts["grid"]["excluded_near_origin"] == 1  # the grid point at the origin
+        for row in (r for r in regions if r["model"] == kind):
+            v = verdicts[row["region"]]
+            assert int(row["invertible"]) == int(v["invertible"]) and v["n"] == int(row["points"])
+            assert float(row["cond_at_worst"]) == pytest.approx(v["at_worst"]["kappa_forward"][0], nan_ok=True)
     for name in ("heatmaps.png", "far.png", "training.png"):
         assert (out / "plots" / name).read_bytes()[:8] == PNG
     assert (out / "checkpoints" / "models.pt").is_file()

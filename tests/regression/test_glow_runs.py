@@ -76,6 +76,15 @@ def test_the_study_folder(study: Path) -> None:
     summary = json.loads((study / "metrics.json").read_text())
     assert set(summary["models"]) == {"affine", "additive"}
     assert set(summary["last_snapshot"]["affine"]) == set(PROBE_SETS)
+    # the library's verdict per model, probe set and snapshot: in the CSV, whole in the last snapshot's metrics
+    for model in ("affine", "additive"):
+        for name, entry in summary["last_snapshot"][model].items():
+            verdict = entry["verdict"]
+            assert verdict["n"] == int(float(entry["n"])) and verdict["invertible"] == bool(entry["invertible"])
+            assert verdict["worst_relative"] == pytest.approx(float(entry["recon_rel_max"]))
+            assert verdict["at_worst"]["kappa_forward"][0] == pytest.approx(float(entry["kappa_at_worst"]))
+        assert set(summary["first_noninvertible_step"][model]) == set(PROBE_SETS)
+    assert all(r["invertible"] in ("0", "1") and float(r["kappa_at_worst"]) >= 1 for r in rows)
 
 
 def test_at_initialisation_both_flows_are_invertible_and_well_conditioned(study: Path) -> None:

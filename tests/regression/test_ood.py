@@ -222,6 +222,10 @@ def test_non_finite_reconstructions_are_counted_and_reported(checkpoints: dict[s
         assert int(r["nonfinite_samples"]) == 3 and float(r["nonfinite_share"]) == 1.0
         assert int(r["nan_samples"]) + int(r["inf_samples"]) >= 3
         assert r["recon_mean"] == "inf" and int(r["latent_nonfinite_samples"]) == 0  # the inverse fails, not f
+        assert r["invertible"] == "0" and r["recon_rel_max"] == "inf"  # the library's verdict on the set
+    verdicts = [r["verdict"] for r in json.loads((out / "metrics.json").read_text())["results"]]
+    assert all(v["nonfinite"] == 3 and not v["invertible"] and v["at_worst"]["indices"] == [v["worst_index"]]
+               for v in verdicts)
     assert "inf (1e+02% non-finite)" in (out / "results.md").read_text()
     assert (out / "plots" / "worst_broken.png").is_file()
 

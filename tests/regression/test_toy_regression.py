@@ -87,6 +87,8 @@ def test_data_are_the_originals() -> None:
     sqrt_u = torch.finfo(torch.float64).eps ** 0.5
     gap = (y[:, 1] - x[:, 1]).abs() / x[:, 1].abs().clamp_min(1.0)
     assert float(gap.max()) <= 8 * sqrt_u
+    # negative control: the other coordinate is far outside that tolerance
+    assert float(((y[:, 1] - x[:, 0]).abs() / x[:, 0].abs().clamp_min(1.0)).max()) > 8 * sqrt_u
     assert abs(float(x.std(dim=0)[0]) - 1) < 0.03 and abs(float(x.mean())) < 0.03
 
 

@@ -18,6 +18,7 @@ from ..common.data import ImageData, load_dataset
 from ..common.image_flows import GLOW_MODELS, RESFLOW_LABEL, ImageFlow, slug, study_flows, without_logdet
 from ..common.plots import image_grid, line_plot
 from ..common.runs import Run
+from ..common.verdicts import attack_verdicts
 
 __all__ = ["DEFAULT_MODELS", "FIELDS", "attack_flow", "prepare", "run", "summarize"]
 
@@ -40,16 +41,25 @@ def attack_flow(flow: ImageFlow, images: torch.Tensor, levels: int, *, radius_le
     step = step_size if step_size is not None else radius / 32
     clamp = (float(x_nat.min()), float(x_nat.max()))
     iterative = flow.family == "resflow"
+    settings = dict(radius=radius, step_size=step, random_start=True, clamp=clamp, unroll=unroll if iterative else None,
+                    accurate_max_iter=accurate_iterations if iterative else None)
     with without_logdet(flow.model):
-        result = invertibility_attack(flow.model, x_nat, radius=radius, step_size=step, steps=steps, random_start=True,
-                                      clamp=clamp, unroll=unroll if iterative else None,
-                                      accurate_max_iter=accurate_iterations if iterative else None,
+        result = invertibility_attack(flow.model, x_nat, steps=steps, **settings,
                                       generator=torch.Generator().manual_seed(seed))
+        # the random start alone (0 steps from the same seed): what breaks there is not the ascent's doing
+        start = invertibility_attack(flow.model, x_nat, steps=0, **settings,
+                                     generator=torch.Generator().manual_seed(seed))
+    result.start = start  # type: ignore[attr-defined]
     return result, radius, step, x_nat
 
 
-def summarize(result: AttackResult) -> dict[str, Any]:
+def summarize(result: AttackResult, x_nat: torch.Tensor | None = None, model: Any = None) -> dict[str, Any]:
+    """The attack's numbers; with ``x_nat`` (and the random start kept by :func:`attack_flow`), the verdicts at the
+    natural images, the starting points and the worst iterates, and ``breaks_at_start``/``breaks_by_ascent``."""
     first = result.first_nonfinite
+    start = getattr(result, "start", None)
+    verdicts = ({} if x_nat is None or start is None else
+                attack_verdicts(x_nat, start.x, start.accurate_error[0], result, x_nat.dtype, model=model))
     broken = first[first >= 0]
     finite_max = result.accurate_error[torch.isfinite(result.accurate_error)]
     # per image: its largest error relative to the size of the input where it occurred (as attack2d stores it),
@@ -63,7 +73,7 @@ def summarize(result: AttackResult) -> dict[str, Any]:
             "relative_max": float(relative.nan_to_num(nan=math.inf, posinf=math.inf).max()),
             "first_nonfinite_step": int(broken.min()) if broken.numel() else -1,
             "first_nonfinite_per_image": [int(v) for v in first.tolist()],
-            "images_broken": int(broken.numel())}
+            "images_broken": int(broken.numel()), "nonfinite_at_start": int((first == 0).sum()), **verdicts}
 
 
 def _rows(name: str, result: AttackResult) -> list[dict[str, Any]]:
@@ -114,14 +124,14 @@ def run(run: Run, args: argparse.Namespace) -> dict[str, Any]:
     summaries: dict[str, dict[str, Any]] = {}
     for flow in flows:
         flow.model.to(device)
-        result, radius, step, _ = attack_flow(flow, images.to(device), data.levels,
+        result, radius, step, x_nat = attack_flow(flow, images.to(device), data.levels,
                                               radius_levels=args.radius_levels, step_size=args.step_size,
                                               steps=args.steps, unroll=args.unroll,
                                               accurate_iterations=args.accurate_iterations, seed=args.seed)
         rows = _rows(flow.name, result)
         for row in rows:
             log.log(**row)
-        summary = {**summarize(result), "radius": radius, "step_size": step, "source": flow.source}
+        summary = {**summarize(result, x_nat, flow.model), "radius": radius, "step_size": step, "source": flow.source}
         summaries[flow.name] = summary
         curves[flow.name] = (np.arange(len(rows), dtype=float), np.array([r["recon_max"] for r in rows]))
         _pictures(flow, result, run.plot_dir, summary)

@@ -16,6 +16,7 @@ from invertible.attack import invertibility_attack
 from ..common.checkerboard import checkerboard, load_models
 from ..common.plots import line_panels
 from ..common.runs import Run, read_csv
+from ..common.verdicts import attack_verdicts
 
 __all__ = ["FIELDS", "ModelsNotFound", "plot_attack", "prepare", "run"]
 
@@ -58,9 +59,12 @@ def run(run: Run, args: argparse.Namespace) -> dict[str, Any]:
             if (kind, radius) in done:
                 continue
             step_size = args.step_size if args.step_size is not None else radius / 50
-            result = invertibility_attack(model, x.to(param.dtype), radius=radius, step_size=step_size,
-                                          steps=args.steps, unroll=args.unroll,
+            attack = dict(radius=radius, step_size=step_size, unroll=args.unroll)
+            result = invertibility_attack(model, x.to(param.dtype), steps=args.steps, **attack,
                                           generator=torch.Generator().manual_seed(args.seed + 4))
+            # the random start alone (0 steps from the same seed): what breaks there is not the ascent's doing
+            start = invertibility_attack(model, x.to(param.dtype), steps=0, **attack,
+                                         generator=torch.Generator().manual_seed(args.seed + 4))
             acc = result.accurate_error
             finite = torch.isfinite(acc)
             for t in range(acc.shape[0]):
@@ -73,7 +77,7 @@ def run(run: Run, args: argparse.Namespace) -> dict[str, Any]:
             hit = first[first >= 0]
             growth = _worst(acc, dim=0) / result.reference.double()  # per point: worst over the steps
             # per point: worst error relative to the size of the input where it occurred (errors scale with |x|)
-            relative = result.max_error.double() / result.x_worst.double().flatten(1).norm(dim=1)
+            relative = _worst(acc, dim=0) / result.x_worst.double().flatten(1).norm(dim=1)
             metrics.setdefault(kind, {})[f"radius_{radius:g}"] = {
                 "clean_recon_max": float(_worst(result.clean_error)),
                 "final_recon_max": float(_worst(acc[-1])),
@@ -82,7 +86,8 @@ def run(run: Run, args: argparse.Namespace) -> dict[str, Any]:
                 "relative_max": float(_worst(relative)),
                 "first_nonfinite_step": int(hit.min()) if hit.numel() else -1,
                 "nonfinite_points": int(hit.numel()),
-                "points": int(first.numel()),
+                "nonfinite_at_start": int((first == 0).sum()),
+                **attack_verdicts(x, start.x, start.accurate_error[0], result, param.dtype, model=model),
             }
             _log.info("%s, radius %g: %s", kind, radius, metrics[kind][f"radius_{radius:g}"])
             # a finished (model, radius) pair is kept on resume: its rows are in the CSV, its metrics stored

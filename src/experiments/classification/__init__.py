@@ -9,6 +9,8 @@ memory-saving gradients (``--mem-saving``).
 Examples::
 
     python -m experiments.classification --nf-coeff 1e-5               # embedded digits, about a minute on a CPU
+    python -m experiments.classification --coupling affine --permutation conv --zero-init --use-prior \
+        --use-actnorm --nf-coeff 5e-4 --twin      # the regularized model and its unregularized twin, side by side
     python -m experiments.classification --quick                       # seconds: the tests' setting
     python -m experiments.classification --coupling affine --permutation conv --zero-init --use-prior \\
         --use-actnorm --no-inverse-svd --out runs/affine_conv
@@ -19,8 +21,14 @@ Each run writes one folder: ``config.json``; ``iteration_log.csv`` (every iterat
 weight/gradient/latent statistics), ``every_N_log.csv`` (every ``--log-every`` iterations: the same plus
 reconstruction errors on a fixed test batch and, with ``--mem-saving``, the angle between memory-saving and true
 gradients), ``svd_log.csv`` (every ``--svd-every`` iterations: forward and inverse condition numbers and extreme
-singular values of the exact Jacobian), ``epoch_log.csv`` (train/test loss, accuracy and reconstruction errors);
-``metrics.json``; ``checkpoints/`` (``latest.pt`` for ``--resume``, ``init.pt``, ``iter_<N>.pt``); ``plots/``.
+singular values of the exact Jacobian), ``epoch_log.csv`` (train/test loss, accuracy and reconstruction errors,
+the verdict over both sets and kappa at the worst-reconstructed image), ``grad_log.csv`` (every ``--grad-check-every``
+iterations: angle and relative error between memory-saving and standard gradients of the classification loss on a
+fixed batch of training images, beside kappa; ``plots/memory_saving.png`` and ``plots/angle_vs_kappa.png``);
+``metrics.json`` (with ``verdicts``: the library's verdict, :func:`invertible.diagnostics.judge_reconstructions`, on
+the whole train and test sets, kappa at their worst-reconstructed and at fixed images; ``first_noninvertible_iteration``
+and the other first-failure iterations; with ``--twin``, ``twin``: the unregularized twin's metrics, whose run folder
+is ``twin/``); ``checkpoints/`` (``latest.pt`` for ``--resume``, ``init.pt``, ``iter_<N>.pt``); ``plots/``.
 """
 
 from ..common.study import Study

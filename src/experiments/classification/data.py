@@ -64,6 +64,10 @@ class ClassifierData:
         window = FIXED if n >= FIXED.stop else slice(0, min(128, n))
         return self.to_model(self.test.images[window]), self.test.labels[window].to(self.device)
 
+    def check_batch(self, size: int = 128) -> tuple[Tensor, Tensor]:
+        """The fixed batch of the memory-saving gradient checks: the first ``size`` training images, unaugmented."""
+        return self.to_model(self.train.images[:size]), self.train.labels[:size].to(self.device)
+
     def init_batch(self, seed: int, size: int = 512) -> Tensor:
         """A seeded random batch of training images for the data-dependent ActNorm initialisation."""
         order = torch.randperm(len(self.train), generator=torch.Generator().manual_seed(seed))
@@ -87,5 +91,9 @@ def load(args: argparse.Namespace, device: torch.device, dtype: torch.dtype) -> 
         x = to_float(train.images, train.levels, dtype=torch.float64)
         mean = tuple(float(v) for v in x.mean(dim=(0, 2, 3)))
         std = tuple(float(v) for v in x.std(dim=(0, 2, 3)))
+    if getattr(args, "train_subset", None):
+        train = train.subset(slice(0, args.train_subset))
+    if getattr(args, "test_subset", None):
+        test = test.subset(slice(0, args.test_subset))
     train, test = _pad(train, args.pad_to), _pad(test, args.pad_to)
     return ClassifierData(train, test, mean, std, args.crop_padding, args.hflip, dtype, device)

@@ -18,7 +18,7 @@ from ..common.plots import image_grid, line_panels, plot_csv
 from ..common.runs import read_csv
 from .data import ClassifierData
 
-__all__ = ["columns", "make_plots", "reconstruction_grid", "summary"]
+__all__ = ["columns", "make_plots", "reconstruction_grid", "side_by_side", "summary"]
 
 
 def columns(path: Path, x: str, *names: str) -> dict[str, tuple[np.ndarray, np.ndarray]]:
@@ -60,6 +60,22 @@ def make_plots(folder: Path, model: INNClassifier, data: ClassifierData, x_fixed
     }
     line_panels(panels, plots / "stability.png", xlabel="iteration", logy=True, title=folder.name)
     written.append(plots / "stability.png")
+
+    grad = columns(folder / "grad_log.csv", "global_iteration", "grad_angle", "grad_rel_error", "kappa",
+                   "max_relative_recons_error")
+    if len(grad["grad_angle"][0]):
+        line_panels({"memory-saving vs standard gradient": {"angle (rad)": grad["grad_angle"],
+                                                            "relative error": grad["grad_rel_error"]},
+                     "condition number of J (float64)": {"kappa": grad["kappa"]},
+                     "reconstruction of the check batch": {"max relative error": grad["max_relative_recons_error"]}},
+                    plots / "memory_saving.png", xlabel="iteration", logy=True,
+                    title=f"{folder.name}: gradients on a fixed training batch")
+        kappa = columns(folder / "grad_log.csv", "kappa", "grad_angle", "grad_rel_error")
+        line_panels({"gradient error against kappa": {"angle (rad)": kappa["grad_angle"],
+                                                      "relative error": kappa["grad_rel_error"]}},
+                    plots / "angle_vs_kappa.png", xlabel="condition number of J at the check batch", logy=True,
+                    logx=True, title=f"{folder.name}: memory-saving gradient error against kappa")
+        written += [plots / "memory_saving.png", plots / "angle_vs_kappa.png"]
 
     reconstruction_grid(model, data, x_fixed, plots / "reconstructions.png", show=show)
     written.append(plots / "reconstructions.png")
@@ -107,8 +123,9 @@ def summary(folder: Path, args: argparse.Namespace, metrics: Mapping[str, Any], 
     """A readable account of the run for the terminal."""
     m = dict(metrics)
     minutes, seconds = divmod(float(m.get("seconds", 0.0)), 60)
-    verdict = ("NO: numerically non-invertible (a reconstruction is non-finite or off by more than "
-               f"{m['noninvertible_rtol']:g} relative)" if m.get("non_invertible") else "yes")
+    verdicts = m.get("verdicts") or {}
+    verdict = "; ".join(f"{split}: {v['reason']}" for split, v in verdicts.items())
+    verdict = f"NO: numerically non-invertible ({verdict})" if m.get("non_invertible") else f"yes ({verdict})"
     lines = [
         "",
         f"INN classifier on {args.dataset}: {args.coupling} coupling, {args.permutation} mixing, "
@@ -123,9 +140,40 @@ def summary(folder: Path, args: argparse.Namespace, metrics: Mapping[str, Any], 
         f"  conditioning    exact Jacobian at {m.get('svd_samples')} test image(s), worst: forward "
         f"{_fmt(m.get('cond_forward'))} (sigma {_fmt(m.get('sigma_min'))}..{_fmt(m.get('sigma_max'))}), "
         f"inverse {_fmt(m.get('cond_inverse'))}",
+        f"  kappa           at the worst-reconstructed image {_fmt(m.get('kappa_at_worst'))} (a precursor, not the "
+        "verdict)",
         f"  memory saving   angle to true gradient {_fmt(m.get('grad_angle'))} rad, relative error "
         f"{_fmt(m.get('grad_rel_error'))}",
+        f"  failure         first non-invertible evaluation at iteration {_fmt(m.get('first_noninvertible_iteration'))}"
+        f", first non-finite at {_fmt(m.get('first_nonfinite_iteration'))} (-1: never)",
         f"  invertible      {verdict}",
         f"  run folder      {folder}  (config.json, *_log.csv, metrics.json, plots/, checkpoints/)",
     ]
+    return "\n".join(lines)
+
+
+#: The rows of :func:`side_by_side`: label -> metrics key.
+SIDE_BY_SIDE = {"status": "status", "test accuracy": "test_acc", "train accuracy": "train_acc",
+                "worst relative reconstruction error (train)": "recons_train_max_relative",
+                "worst relative reconstruction error (test)": "recons_test_max_relative",
+                "non-finite reconstructions (train)": "recons_train_nonfinite",
+                "kappa at the worst-reconstructed image": "kappa_at_worst",
+                "kappa at fixed test images (worst)": "cond_forward",
+                "memory-saving gradient angle (rad)": "grad_angle",
+                "first non-invertible evaluation (iteration)": "first_noninvertible_iteration"}
+
+
+def side_by_side(args: argparse.Namespace, regularized: Mapping[str, Any], twin: Mapping[str, Any]) -> str:
+    """The regularized model and its unregularized twin, one column each (``--twin``)."""
+    terms = [f"NF {args.nf_coeff:g}" if args.nf_coeff > 0 else "",
+             f"FD {args.fd_coeff:g}/{args.fd_inv_coeff:g}" if args.fd_coeff or args.fd_inv_coeff else ""]
+    head = "regularized (" + ", ".join(t for t in terms if t) + ")"
+    width = max(map(len, SIDE_BY_SIDE)) + 2
+    lines = ["", f"The regularizer's effect ({args.coupling} coupling, {args.permutation} mixing, seed {args.seed}):",
+             f"  {'':<{width}}{head:>28}{'unregularized twin':>22}"]
+    for label, key in SIDE_BY_SIDE.items():
+        lines.append(f"  {label:<{width}}{_fmt(regularized.get(key)):>28}{_fmt(twin.get(key)):>22}")
+    for name, m in (("regularized", regularized), ("twin", twin)):
+        verdict = "invertible" if m.get("invertible") else "NUMERICALLY NON-INVERTIBLE"
+        lines.append(f"  {name:<12} {verdict}")
     return "\n".join(lines)

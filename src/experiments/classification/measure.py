@@ -4,8 +4,10 @@ parameter/gradient/latent statistics, and memory-saving gradient agreement.
 Reconstruction errors are per-sample L2 norms ``||x - F^-1(F(x))||`` in the flow's (normalised) input space,
 computed in the training precision, as in the paper. Means and standard deviations are over the samples whose
 reconstruction is finite; ``nonfinite`` is the fraction of samples whose reconstruction holds Inf or NaN, and the
-maximum is Inf when any does. A model is called *numerically non-invertible* when some train or test sample's
-reconstruction is non-finite or off by more than ``NONINVERTIBLE_RTOL`` relative to the input.
+maximum is Inf when any does. Whether a model is *numerically non-invertible* on a set is the library's one verdict
+(:func:`invertible.diagnostics.judge_reconstructions`: some reconstruction non-finite or off by more than
+``NONINVERTIBLE_RTOL`` relative to its input, over the whole set); the condition number beside it, at the
+worst-reconstructed input and at fixed inputs, is a precursor only.
 """
 
 from __future__ import annotations
@@ -19,18 +21,16 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from invertible import allow_nonfinite
-from invertible.diagnostics import jacobian_stats
+from invertible.diagnostics import (NONINVERTIBLE_RTOL, ConditionAt, InvertibilityVerdict, jacobian_stats,
+                                    judge_reconstructions)
 from invertible.memory import compare_gradients
 from invertible.models import INNClassifier
 
 from ..common import distributed
 from ..common.data import ImageData
 
-__all__ = ["NONINVERTIBLE_RTOL", "evaluate", "reconstruction_rows", "svd_stats", "tensor_stats",
-           "gradient_agreement", "combine_step_stats"]
-
-#: Relative reconstruction error ``||x - F^-1(F(x))|| / ||x||`` above which a model counts as non-invertible.
-NONINVERTIBLE_RTOL = 1e-2
+__all__ = ["NONINVERTIBLE_RTOL", "condition_at", "evaluate", "reconstruction_rows", "svd_stats", "tensor_stats",
+           "gradient_agreement", "combine_step_stats", "set_verdict"]
 
 
 def _worst(values: Tensor) -> float:
@@ -80,7 +80,7 @@ def evaluate(model: INNClassifier, data: ImageData, to_model: Callable[[Tensor],
     was_training = model.training
     model.eval()
     loss = correct = 0.0
-    parts = []
+    parts, relative = [], []
     try:
         for idx in torch.split(share, batch_size):
             x = to_model(data.images[idx])
@@ -89,12 +89,35 @@ def evaluate(model: INNClassifier, data: ImageData, to_model: Callable[[Tensor],
             loss += float(F.cross_entropy(logits.double(), y, reduction="sum"))
             correct += float((logits.argmax(1) == y).sum())
             parts.append(error_summary(l2, rel))
+            relative.append(torch.where(torch.isfinite(l2), rel, torch.full_like(rel, math.inf)).double().cpu())
     finally:
         model.train(was_training)
     totals = distributed.reduce_metrics({"loss": loss, "acc": correct}, len(share))
     gathered = [p for rank_parts in distributed.all_gather_objects(parts) for p in rank_parts]
     errors = _merge(gathered)
-    return {**totals, **{f"recons_{k}": v for k, v in errors.items()}}
+    rel_all = torch.cat([r for rank in distributed.all_gather_objects(relative) for r in rank])
+    return {**totals, **{f"recons_{k}": v for k, v in errors.items()}, "relative": rel_all}
+
+
+def set_verdict(relative: Tensor, dtype: torch.dtype) -> InvertibilityVerdict:
+    """The library's verdict on one evaluated set from its per-sample relative errors (Inf where non-finite)."""
+    return judge_reconstructions(relative, ~torch.isfinite(relative), rtol=NONINVERTIBLE_RTOL, dtype=dtype)
+
+
+def condition_at(model: INNClassifier, x: Tensor, indices: list[int], relative: Tensor) -> ConditionAt:
+    """Local conditioning of the flow at the images ``x`` (positions ``indices`` of their set, whose relative errors
+    are ``relative``): the exact Jacobian of a float64 copy (the map's own conditioning), forward and inverse."""
+    flow64 = copy.deepcopy(model.flow).double()
+    x_in = model.flow_input(x).double()
+    nan = [math.nan] * len(indices)
+    try:
+        stats = jacobian_stats(flow64, x_in, inverse=True)
+        lip_f, lip_i = [float(v) for v in stats.forward[:, 0]], [float(v) for v in stats.inverse[:, 0]]
+        kappa_f = [float(v) for v in stats.condition_number]
+        kappa_i = [float(v) for v in stats.condition_number_inverse]
+    except (RuntimeError, ValueError):  # a non-finite Jacobian: the SVD does not converge
+        lip_f = lip_i = kappa_f = kappa_i = nan
+    return ConditionAt(list(indices), [float(relative[i]) for i in indices], lip_f, lip_i, kappa_f, kappa_i, "exact")
 
 
 def reconstruction_rows(model: INNClassifier, x: Tensor) -> dict[str, float]:

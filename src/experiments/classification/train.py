@@ -7,6 +7,7 @@ import bisect
 import contextlib
 import logging
 import math
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -19,10 +20,12 @@ from invertible.models import FlowStep, INNClassifier
 from invertible.regularizers import fd_direction, forward_fd, inverse_fd, nf_term
 
 from ..common import distributed
-from ..common.runs import Run
+from ..common.runs import Run, open_run, read_csv
+from ..common.study import RUNNER_KEYS
 from ..common.training import Clock, Meter, ResumableLoop, Step, seed_everything
 from . import figures, measure
-from .data import ClassifierData, load
+from .data import FIXED, ClassifierData, load
+from .options import NON_RESULT
 
 __all__ = ["ConfigError", "EPOCH_FIELDS", "EVERY_N_FIELDS", "ITERATION_FIELDS", "SVD_FIELDS", "build_model",
            "check_resume", "prepare", "run"]
@@ -40,11 +43,19 @@ EVERY_N_FIELDS = [*ITERATION_FIELDS[:10], "min_recons_error", "max_recons_error"
 #: Columns of svd_log.csv (every --svd-every iterations).
 SVD_FIELDS = ["global_iteration", "mean_recons_error", "condition_num", "max_sv", "min_sv", "inverse_condition_num",
               "inverse_max_sv", "inverse_min_sv", "condition_num_train_dtype", "logdet_error"]
-#: Columns of epoch_log.csv (every --eval-every epochs and after the last one).
-EPOCH_FIELDS = ["epoch", "time_elapsed", "lr", "train_loss", "test_loss", "train_acc", "test_acc",
+#: Columns of epoch_log.csv (every --eval-every epochs and after the last one). ``invertible`` is the library's
+#: verdict over the whole train and test sets (1: every reconstruction finite and within ``NONINVERTIBLE_RTOL``
+#: relative), ``kappa_at_worst`` the condition number (exact, float64) at the worst-reconstructed image of either.
+EPOCH_FIELDS = ["epoch", "global_iteration", "time_elapsed", "lr", "train_loss", "test_loss", "train_acc", "test_acc",
                 "mean_train_recons_error", "std_train_recons_error", "max_train_recons_error",
-                "nonfinite_train_recons", "mean_test_recons_error", "std_test_recons_error", "max_test_recons_error",
-                "nonfinite_test_recons"]
+                "max_relative_train_recons_error", "nonfinite_train_recons", "mean_test_recons_error",
+                "std_test_recons_error", "max_test_recons_error", "max_relative_test_recons_error",
+                "nonfinite_test_recons", "invertible", "kappa_at_worst"]
+#: Columns of grad_log.csv (every --grad-check-every iterations): memory-saving against standard gradients of the
+#: classification loss on a fixed batch of training images (eval mode), beside the condition number (exact, float64,
+#: largest over the first --svd-samples images of the batch) and the batch's reconstruction errors.
+GRAD_FIELDS = ["global_iteration", "grad_angle", "grad_rel_error", "grad_finite", "kappa", "sigma_min",
+               "max_relative_recons_error", "nonfinite_recons"]
 
 
 class ConfigError(ValueError):
@@ -147,16 +158,41 @@ def _combine(parts: list[dict[str, float]]) -> dict[str, float]:
     return row
 
 
-def _epoch_row(epoch: int, clock: Clock, lr: float, train: dict[str, float], test: dict[str, float]
-               ) -> dict[str, Any]:
-    row: dict[str, Any] = {"epoch": epoch, "time_elapsed": clock.elapsed(), "lr": lr, "train_loss": train["loss"],
-                           "test_loss": test["loss"], "train_acc": train["acc"], "test_acc": test["acc"]}
+def _epoch_row(epoch: int, iteration: int, clock: Clock, lr: float, train: dict[str, Any], test: dict[str, Any],
+               model: INNClassifier, data: ClassifierData) -> dict[str, Any]:
+    row: dict[str, Any] = {"epoch": epoch, "global_iteration": iteration, "time_elapsed": clock.elapsed(), "lr": lr,
+                           "train_loss": train["loss"], "test_loss": test["loss"], "train_acc": train["acc"],
+                           "test_acc": test["acc"]}
     for split, values in (("train", train), ("test", test)):
         row.update({f"mean_{split}_recons_error": values["recons_mean"],
                     f"std_{split}_recons_error": values["recons_std"],
                     f"max_{split}_recons_error": values["recons_max"],
+                    f"max_relative_{split}_recons_error": values["recons_max_relative"],
                     f"nonfinite_{split}_recons": values["recons_nonfinite"]})
+    verdicts = {split: measure.set_verdict(values["relative"], data.dtype)
+                for split, values in (("train", train), ("test", test))}
+    row["invertible"] = int(all(v.invertible for v in verdicts.values()))
+    split = max(verdicts, key=lambda k: verdicts[k].worst_relative)
+    worst = verdicts[split].worst_index
+    images = (data.train if split == "train" else data.test).images
+    at = measure.condition_at(model, data.to_model(images[worst:worst + 1]), [worst],
+                              (train if split == "train" else test)["relative"])
+    row["kappa_at_worst"] = at.kappa_forward[0]
     return row
+
+
+def _verdict(model: INNClassifier, data: ClassifierData, split: str, values: dict[str, Any], fixed: list[int],
+             kappa_at: int = 3) -> dict[str, Any]:
+    """The library's verdict on the whole ``split`` set, with the conditioning at its ``kappa_at`` worst-reconstructed
+    images and at the ``fixed`` ones, as plain data."""
+    relative = values["relative"]
+    verdict = measure.set_verdict(relative, data.dtype)
+    images = (data.train if split == "train" else data.test).images
+    order = [int(i) for i in torch.argsort(relative.nan_to_num(nan=math.inf), descending=True, stable=True)]
+    for attr, chosen in (("at_worst", order[:kappa_at]), ("at_fixed", fixed)):
+        if chosen:
+            setattr(verdict, attr, measure.condition_at(model, data.to_model(images[chosen]), chosen, relative))
+    return verdict.to_dict()
 
 
 def _final_metrics(model: INNClassifier, data: ClassifierData, args: argparse.Namespace,
@@ -170,9 +206,11 @@ def _final_metrics(model: INNClassifier, data: ClassifierData, args: argparse.Na
     except (RuntimeError, ValueError) as exc:  # a flow too broken to differentiate
         _log.warning("memory-saving gradient check failed: %s", exc)
         grads = {"grad_angle": math.nan, "grad_rel_error": math.nan, "grad_finite": False}
-    worst_rel = max(train["recons_max_relative"], test["recons_max_relative"])
-    non_invertible = (not worst_rel <= measure.NONINVERTIBLE_RTOL) or train["recons_nonfinite"] > 0 \
-        or test["recons_nonfinite"] > 0
+    window = range(*FIXED.indices(len(data.test))) if len(data.test) >= FIXED.stop else range(min(128, len(data.test)))
+    fixed_test = list(window)[: args.svd_samples]
+    verdicts = {"train": _verdict(model, data, "train", train, list(range(min(args.svd_samples, len(data.train))))),
+                "test": _verdict(model, data, "test", test, fixed_test)}
+    non_invertible = not all(v["invertible"] for v in verdicts.values())
     metrics: dict[str, Any] = {"test_acc": test["acc"], "test_loss": test["loss"], "train_acc": train["acc"],
                                "train_loss": train["loss"]}
     for split, values in (("train", train), ("test", test)):
@@ -183,9 +221,36 @@ def _final_metrics(model: INNClassifier, data: ClassifierData, args: argparse.Na
                     "inverse_sigma_max": svd.get("inverse_max_sv"), "inverse_sigma_min": svd.get("inverse_min_sv"),
                     "cond_forward_train_dtype": svd.get("condition_num_train_dtype"),
                     "logdet_error": svd.get("logdet_error"), "svd_samples": min(args.svd_samples, len(x_fixed)),
-                    **grads, "non_invertible": bool(non_invertible),
-                    "noninvertible_rtol": measure.NONINVERTIBLE_RTOL})
+                    **grads, "non_invertible": bool(non_invertible), "invertible": not non_invertible,
+                    "verdicts": verdicts, "noninvertible_rtol": measure.NONINVERTIBLE_RTOL})
+    worst = max(verdicts.values(), key=lambda v: v["worst_relative"])
+    metrics["kappa_at_worst"] = worst["at_worst"]["kappa_forward"][0] if worst.get("at_worst") else None
     return metrics
+
+
+def _first_failures(run: Run) -> dict[str, Any]:
+    """When the failure appeared: the first evaluation over the whole sets whose verdict is non-invertible, the first
+    at which a reconstruction was non-finite (epoch log), the first fixed-batch log whose worst reconstruction is off
+    by more than ``NONINVERTIBLE_RTOL`` (every-N log), and the first gradient check whose angle exceeds 0.1 rad or is
+    not finite; -1 where it never happened."""
+    def first(name: str, bad: Any) -> int:
+        for row in read_csv(run.path / f"{name}.csv") if (run.path / f"{name}.csv").is_file() else []:
+            try:
+                if bad(row):
+                    return int(float(row["global_iteration"]))
+            except (KeyError, ValueError):
+                continue
+        return -1
+
+    rtol = measure.NONINVERTIBLE_RTOL
+    number = lambda text: float(text) if text not in ("", None) else math.nan  # noqa: E731
+    return {"first_noninvertible_iteration": first("epoch_log", lambda r: r["invertible"] == "0"),
+            "first_nonfinite_iteration": first("epoch_log", lambda r: number(r["nonfinite_train_recons"]) > 0
+                                               or number(r["nonfinite_test_recons"]) > 0),
+            "first_fixed_batch_above_rtol_iteration": first(
+                "every_N_log", lambda r: not number(r["max_relative_recons_error"]) <= rtol),
+            "first_grad_angle_above_0.1_iteration": first(
+                "grad_log", lambda r: not number(r["grad_angle"]) <= 0.1)}
 
 
 _TRACKED = ("model", "optimizer", "scheduler", "meter", "clock")
@@ -219,9 +284,37 @@ def prepare(args: argparse.Namespace, device: torch.device) -> tuple[ClassifierD
 
 
 def run(run: Run, args: argparse.Namespace) -> dict[str, Any]:
-    """Train and measure in the open run folder; the metrics' status says whether the run diverged."""
+    """Train and measure in the open run folder; the metrics' status says whether the run diverged. With ``--twin``,
+    then train the unregularized twin (same flags and seed, no NF/FD terms) in ``twin/`` and show both."""
     data, model = run.inputs
-    return _train(run, args, run.device, data, model)
+    metrics = _train(run, args, run.device, data, model)
+    if not args.twin:
+        return metrics
+    twin_args = twin_arguments(args, run.path / "twin")
+    seed_everything(args.seed)
+    twin_model = build_model(twin_args, data.shape, data.train.num_classes).to(run.device, data.dtype)
+    resume = run.resumed and (twin_args.out / "config.json").is_file()
+    twin_run = open_run(twin_args.out, twin_args, resume=resume, overwrite=not resume,
+                        ignore=set(NON_RESULT) | set(RUNNER_KEYS) - {"seed"}, main=run.main)
+    try:
+        twin_run.device = run.device
+        twin = _train(twin_run, twin_args, run.device, data, twin_model)
+        twin_run.update_metrics(**twin)
+    finally:
+        twin_run.close()
+    if run.main:
+        run.update_metrics(twin=twin)
+        print(figures.side_by_side(args, run.metrics, twin))
+    # the run's status is the regularized model's: a twin that diverges is a result, not a failure of the run
+    return dict(run.metrics) if run.main else metrics
+
+
+def twin_arguments(args: argparse.Namespace, out: Path) -> argparse.Namespace:
+    """The flags of ``args``'s unregularized twin: the same run without the NF and finite-difference terms."""
+    twin = argparse.Namespace(**vars(args))
+    twin.nf_coeff, twin.fd_coeff, twin.fd_inv_coeff, twin.twin = -1.0, 0.0, 0.0, False
+    twin.out, twin.resume, twin.overwrite = out, False, False
+    return twin
 
 
 def _train(run: Run, args: argparse.Namespace, device: torch.device, data: ClassifierData, model: INNClassifier
@@ -249,9 +342,27 @@ def _train(run: Run, args: argparse.Namespace, device: torch.device, data: Class
                               f"and cannot be resumed ({exc}); start afresh with --overwrite") from exc
     net = distributed.wrap_model(_Net(model, flow), device, find_unused_parameters=model.learn_top)
     logs = {"iteration": run.csv("iteration_log", ITERATION_FIELDS), "every_n": run.csv("every_N_log", EVERY_N_FIELDS),
-            "svd": run.csv("svd_log", SVD_FIELDS), "epoch": run.csv("epoch_log", EPOCH_FIELDS)}
+            "svd": run.csv("svd_log", SVD_FIELDS), "epoch": run.csv("epoch_log", EPOCH_FIELDS),
+            "grad": run.csv("grad_log", GRAD_FIELDS)}
     fixed = data.fixed_batch()
+    check_batch = data.check_batch()
     flow_params = list(model.flow.parameters())
+
+    def check_gradients(iteration: int) -> None:
+        """The grad log after ``iteration`` updates (main process only)."""
+        if not main_process or not args.grad_check_every or iteration % args.grad_check_every:
+            return
+        x, y = check_batch
+        try:
+            grads = measure.gradient_agreement(model, x, y)
+        except (RuntimeError, ValueError) as exc:  # a flow too broken to differentiate
+            _log.warning("memory-saving gradient check failed at iteration %d: %s", iteration, exc)
+            grads = {"grad_angle": math.nan, "grad_rel_error": math.nan, "grad_finite": False}
+        svd = measure.svd_stats(model, x[: args.svd_samples], inverse=False)
+        recons = measure.reconstruction_rows(model, x)
+        logs["grad"].log(global_iteration=iteration, **grads, kappa=svd.get("condition_num"),
+                         sigma_min=svd.get("min_sv"), max_relative_recons_error=recons["max_relative_recons_error"],
+                         nonfinite_recons=recons["nonfinite_recons"])
 
     def measure_now(iteration: int, row: dict[str, Any], grad: dict[str, Any] | None) -> None:
         """The every-N and SVD logs after ``iteration`` updates (main process only)."""
@@ -273,6 +384,7 @@ def _train(run: Run, args: argparse.Namespace, device: torch.device, data: Class
         measure_now(0, {"global_iteration": 0, "epoch": 0, "time_elapsed": clock.elapsed(),
                         "lr": optimizer.param_groups[0]["lr"], **measure.tensor_stats("w", _flat(flow_params))},
                     None)
+        check_gradients(0)
     status, last_eval = "completed", None
     for epoch in loop.epochs():
         last_eval = None
@@ -294,6 +406,7 @@ def _train(run: Run, args: argparse.Namespace, device: torch.device, data: Class
                 break
             measure_now(iteration, row, {"grad_angle": extra["grad_angle"], "grad_rel_error": extra["grad_rel_error"]}
                         if check else None)
+            check_gradients(iteration)
             if args.save_every and iteration % args.save_every == 0:
                 run.save_checkpoint(f"iter_{iteration}", model=model.state_dict())
         if status != "completed":
@@ -301,7 +414,8 @@ def _train(run: Run, args: argparse.Namespace, device: torch.device, data: Class
         if (epoch + 1) % args.eval_every == 0 or epoch + 1 == args.epochs:
             train_eval = measure.evaluate(model, data.train, data.to_model)
             test_eval = measure.evaluate(model, data.test, data.to_model)
-            logs["epoch"].log(**_epoch_row(epoch, clock, optimizer.param_groups[0]["lr"], train_eval, test_eval))
+            logs["epoch"].log(**_epoch_row(epoch, loop.global_step, clock, optimizer.param_groups[0]["lr"],
+                                           train_eval, test_eval, model, data))
             last_eval = (train_eval, test_eval)
             _log.info("epoch %d/%d: train loss %.4f acc %.4f | test loss %.4f acc %.4f | test recon mean %.3g "
                       "max %.3g", epoch + 1, args.epochs, train_eval["loss"], train_eval["acc"], test_eval["loss"],
@@ -315,6 +429,7 @@ def _train(run: Run, args: argparse.Namespace, device: torch.device, data: Class
     spread = max(float((f - flat).abs().max()) for f in distributed.all_gather_objects(flat))
     if main_process:
         metrics = _final_metrics(model, data, args, train_eval, test_eval, fixed)
+        metrics.update(_first_failures(run))
         metrics.update(status=status, steps=loop.global_step, epochs=loop.epoch, seconds=clock.elapsed(),
                        cpu_seconds=clock.cpu(),
                        world_size=distributed.world_size(), rank_param_spread=spread,

@@ -22,6 +22,8 @@ DATASET_DEFAULTS: dict[str, dict[str, Any]] = {
                           eval_every=500, disc_width=64, fd_samples=1000, analysis_samples=64, jacobian_samples=1),
     "mnist": dict(epochs=3, n_levels=2, depth=8, hidden_channels=128, batch_size=64, lr=5e-5, eval_every=500,
                   disc_width=64, fd_samples=1000, analysis_samples=64, jacobian_samples=1),
+    "fashion-mnist-16": dict(epochs=3, n_levels=2, depth=4, hidden_channels=64, batch_size=64, lr=5e-5,
+                             eval_every=500, disc_width=32, fd_samples=1000, analysis_samples=64, jacobian_samples=1),
     "cifar10": dict(epochs=5, n_levels=3, depth=8, hidden_channels=128, batch_size=64, lr=5e-5, eval_every=1000,
                     disc_width=64, fd_samples=1000, analysis_samples=32, jacobian_samples=1),
     "svhn": dict(epochs=5, n_levels=3, depth=8, hidden_channels=128, batch_size=64, lr=5e-5, eval_every=1000,

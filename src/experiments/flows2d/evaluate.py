@@ -15,11 +15,14 @@ from torch import Tensor, nn
 from invertible import allow_nonfinite, iterative_inverse
 from invertible.diagnostics import eval_mode, jacobian_stats, reconstruction_error
 
-__all__ = ["REGION_FIELDS", "evaluate_points", "grid_points", "region_row", "square_boundary"]
+from ..common.verdicts import point_verdict
+
+__all__ = ["REGION_FIELDS", "evaluate_points", "grid_points", "region_row", "region_verdict", "square_boundary"]
 
 #: Columns of ``regions.csv``: one row per model and region (``data`` or the square boundary of half-width R).
 REGION_FIELDS = ["model", "region", "radius", "points", "recon_median", "recon_max", "relative_max", "nonfinite",
-                 "cond_median", "cond_max", "logdet_error_median", "logdet_error_max", "loglik_max"]
+                 "invertible", "cond_at_worst", "cond_median", "cond_max", "logdet_error_median", "logdet_error_max",
+                 "loglik_max"]
 
 
 def grid_points(extent: float, size: int) -> Tensor:
@@ -49,13 +52,15 @@ def evaluate_points(model: nn.Module, x: Tensor, *, chunk: int = 8192, exact: nn
     param = next(model.parameters())
     if exact is None:
         exact = copy.deepcopy(model).double()
-    out: dict[str, list[np.ndarray]] = {"recon": [], "relative": [], "logdet_error": [], "cond": [], "loglik": []}
+    out: dict[str, list[np.ndarray]] = {"recon": [], "relative": [], "logdet_error": [], "cond": [], "loglik": [],
+                                        "norm": []}
     with eval_mode(model), eval_mode(exact), iterative_inverse(on_failure="return"):
         for part in x.split(chunk):
             xp = part.to(param.device, param.dtype)
             recon = reconstruction_error(model, xp)
             out["recon"].append(recon.l2.double().cpu().numpy())
             out["relative"].append(recon.relative.double().cpu().numpy())
+            out["norm"].append(part.double().norm(dim=1).cpu().numpy())
             with torch.no_grad(), allow_nonfinite():
                 out["loglik"].append(model.log_prob(xp).double().cpu().numpy())
             stats = jacobian_stats(model, xp, inverse=False, batched=True)
@@ -65,9 +70,18 @@ def evaluate_points(model: nn.Module, x: Tensor, *, chunk: int = 8192, exact: nn
     return {k: np.concatenate(v) for k, v in out.items()}
 
 
-def region_row(kind: str, region: str, radius: float, values: Mapping[str, np.ndarray]) -> dict[str, Any]:
+def region_verdict(values: Mapping[str, np.ndarray]) -> dict[str, Any]:
+    """The library's verdict on the points of :func:`evaluate_points` (every point judged; kappa, from the float64
+    copy, at the worst-reconstructed point and at the first), as plain data."""
+    return point_verdict(values["relative"], ~np.isfinite(values["recon"]), cond=values["cond"], fixed=[0],
+                         norms=values.get("norm"))
+
+
+def region_row(kind: str, region: str, radius: float, values: Mapping[str, np.ndarray],
+               verdict: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """One row of ``regions.csv``: medians and maxima of :func:`evaluate_points`'s values (non-finite counted as
-    infinite)."""
+    infinite), and the verdict's word and kappa at the worst-reconstructed point."""
+    verdict = verdict if verdict is not None else region_verdict(values)
     def stat(name: str, fn: Callable[[np.ndarray], float]) -> float:
         a = np.nan_to_num(values[name], nan=np.inf, posinf=np.inf)
         return float(fn(a))
@@ -76,6 +90,7 @@ def region_row(kind: str, region: str, radius: float, values: Mapping[str, np.nd
             "recon_median": stat("recon", np.median), "recon_max": stat("recon", np.max),
             "relative_max": stat("relative", np.max),
             "nonfinite": float(np.mean(~np.isfinite(values["recon"]))),
+            "invertible": int(verdict["invertible"]), "cond_at_worst": verdict["at_worst"]["kappa_forward"][0],
             "cond_median": stat("cond", np.median), "cond_max": stat("cond", np.max),
             "logdet_error_median": stat("logdet_error", np.median),
             "logdet_error_max": stat("logdet_error", np.max),

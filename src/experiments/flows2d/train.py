@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import json
 import logging
 import time
 from typing import Any
@@ -16,9 +17,9 @@ from invertible import allow_nonfinite
 from invertible.diagnostics import eval_mode
 
 from ..common.checkerboard import build_models, checkerboard, refresh_spectral_norms
-from ..common.runs import Run, read_csv
+from ..common.runs import Run, read_csv, write_json
 from ..common.training import ResumableLoop, Stopwatch
-from .evaluate import REGION_FIELDS, evaluate_points, grid_points, region_row, square_boundary
+from .evaluate import REGION_FIELDS, evaluate_points, grid_points, region_row, region_verdict, square_boundary
 from .figures import plot_run
 
 __all__ = ["run"]
@@ -76,10 +77,16 @@ def _evaluate(run: Run, args: argparse.Namespace, kind: str, model: nn.Module, d
     on_grid = evaluate_points(model, grid_points(args.grid_extent, args.grid_size), exact=exact)
     if run.main:
         np.savez_compressed(run.path / f"grid_{kind}.npz", extent=args.grid_extent, size=args.grid_size, **on_grid)
-    regions.log(**region_row(kind, "data", 4.0, evaluate_points(model, data, exact=exact)))
+    verdicts = {"grid": region_verdict(on_grid)}
+    values = evaluate_points(model, data, exact=exact)
+    verdicts["data"] = region_verdict(values)
+    regions.log(**region_row(kind, "data", 4.0, values, verdicts["data"]))
     for radius in args.far_radii:
         values = evaluate_points(model, square_boundary(radius, args.far_points), exact=exact)
-        regions.log(**region_row(kind, f"square R={radius:g}", radius, values))
+        verdicts[f"square R={radius:g}"] = region_verdict(values)
+        regions.log(**region_row(kind, f"square R={radius:g}", radius, values, verdicts[f"square R={radius:g}"]))
+    if run.main:  # the verdict per evaluated set, read into metrics.json at the end (also after a resume)
+        write_json(run.path / f"verdicts_{kind}.json", verdicts)
     _log.info("evaluated %s in %.0f s", kind, time.perf_counter() - started)
 
 
@@ -107,5 +114,8 @@ def _metrics(run: Run, args: argparse.Namespace) -> dict[str, Any]:
             last = far[-1]
             entry.update({"far_radius": float(last["radius"]), "far_recon_max": float(last["recon_max"]),
                           "far_cond_max": float(last["cond_max"]), "far_nonfinite": float(last["nonfinite"])})
+        verdicts = run.path / f"verdicts_{kind}.json"
+        if verdicts.is_file():
+            entry["verdicts"] = json.loads(verdicts.read_text())
         metrics[kind] = entry
     return metrics

@@ -20,17 +20,22 @@ from invertible.diagnostics import reconstruction_error
 from ..common.image_flows import ImageFlow, slug, study_flows, without_logdet
 from ..common.plots import histogram, image_grid
 from ..common.runs import CsvLog, Run
+from ..common.verdicts import condition_at_points, kappa_at, kappa_method, point_verdict
 from .sets import RawSet, available_sets, synthetic_unit
 from .tables import fmt, markdown_tables
 
-__all__ = ["FIELDS", "evaluate_set", "prepare", "run", "run_study", "summarize", "to_model_space"]
+__all__ = ["FIELDS", "evaluate_set", "prepare", "run", "run_study", "set_verdict", "summarize", "to_model_space"]
 
 _log = logging.getLogger("experiments.ood")
 
 #: Columns of ``results.csv``.
+#: ``invertible`` is the library's verdict on the set (1: every reconstruction finite and within
+#: ``NONINVERTIBLE_RTOL`` of ``||x||``), ``recon_rel_max`` the worst relative error it judged and ``kappa_at_worst`` the
+#: condition number (exact, float64 copy) at the worst-reconstructed image, a precursor only.
 FIELDS = ["model", "set", "role", "n", "recon_mean", "recon_finite_mean", "recon_median", "recon_min", "recon_max",
-          "relative_max", "nan_samples", "inf_samples", "nonfinite_samples", "nonfinite_share",
-          "latent_nonfinite_samples", "bpd_n", "bpd_mean", "bpd_min", "bpd_max", "bpd_nonfinite_share", "seconds"]
+          "relative_max", "recon_rel_max", "nan_samples", "inf_samples", "nonfinite_samples", "nonfinite_share",
+          "latent_nonfinite_samples", "invertible", "kappa_at_worst", "bpd_n", "bpd_mean", "bpd_min", "bpd_max",
+          "bpd_nonfinite_share", "seconds"]
 
 
 def to_model_space(flow: ImageFlow, raw: RawSet, n: int, seed: int) -> Tensor:
@@ -114,6 +119,22 @@ def _plots(flow: ImageFlow, per_set: dict[str, dict[str, Any]], inputs: dict[str
                value_range=(0.0, 1.0), title=f"{flow.name}: the 8 worst reconstructions ({names})")
 
 
+def set_verdict(flow: ImageFlow, x: Tensor, values: dict[str, Any]) -> dict[str, Any]:
+    """The library's verdict on one set from :func:`evaluate_set`'s per-image errors (relative to ``||x||`` in the
+    model's input space), with the condition number at the worst-reconstructed image."""
+    norms = x.detach().double().flatten(1).norm(dim=1).cpu().numpy()
+    nonfinite = (values["nan"] > 0) | (values["inf"] > 0) | ~np.isfinite(values["l2"])
+    rel = values["l2"] / np.maximum(norms, np.finfo(float).tiny)
+    verdict = point_verdict(rel, nonfinite, dtype=flow.dtype)
+    w = verdict["worst_index"]
+    with iterative_inverse(on_failure="return"), without_logdet(flow.model):
+        cond = np.full(len(rel), np.nan)
+        cond[w] = kappa_at(flow.model, x[w:w + 1].to(next(flow.model.parameters()).device))[0]
+    verdict["at_worst"] = condition_at_points([w], np.where(nonfinite, np.inf, rel), cond,
+                                              method=kappa_method(x)).__dict__
+    return verdict
+
+
 def run_study(flows: Sequence[ImageFlow], sets: Sequence[RawSet], out: Path, *, n: int, batch_size: int, bpd: bool,
               seed: int, bpd_n: int | None = None) -> list[dict[str, Any]]:
     """Evaluate every flow on every set; write results.csv/.md, per-sample values and plots into ``out``."""
@@ -127,10 +148,13 @@ def run_study(flows: Sequence[ImageFlow], sets: Sequence[RawSet], out: Path, *, 
                 started = time.perf_counter()
                 x = to_model_space(flow, raw, n, seed * 1000 + k)
                 values = evaluate_set(flow, x, batch_size=batch_size, bpd=bpd, bpd_n=bpd_n)
+                verdict = set_verdict(flow, x, values)
                 row = {"model": flow.name, "set": raw.name, "role": raw.role, **summarize(values),
+                       "recon_rel_max": verdict["worst_relative"], "invertible": int(verdict["invertible"]),
+                       "kappa_at_worst": verdict["at_worst"]["kappa_forward"][0],
                        "seconds": time.perf_counter() - started}
                 log.log(**row)
-                rows.append(row)
+                rows.append({**row, "verdict": verdict})
                 per_set[raw.name], inputs[raw.name] = values, x
                 _log.info("%s on %s: max error %s, %d of %d not finite, bpd %s (%.0f s)", flow.name, raw.name,
                           fmt(row["recon_max"]), row["nonfinite_samples"], row["n"], fmt(row["bpd_mean"], 4),

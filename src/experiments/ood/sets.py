@@ -45,6 +45,7 @@ SYNTHETIC = ("gaussian", "uniform", "rademacher", "constant")
 OOD_CANDIDATES: dict[str, tuple[str, ...]] = {
     "digits": ("fashion-mnist", "mnist", "mnist5k", "photos"),
     "fashion-mnist": ("mnist", "mnist5k", "digits", "photos"),
+    "fashion-mnist-16": ("mnist", "mnist5k", "digits", "photos"),
     "mnist": ("fashion-mnist", "digits", "photos"),
     "cifar10": ("svhn-train", "svhn-test", "dtd", "places", "tinyimagenet", "photos"),
     "svhn": ("cifar10-test", "dtd", "places", "tinyimagenet", "photos"),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 from typing import Any
 
 from ..common.cli import finite_float, non_negative_float, non_negative_int, positive_float, positive_int, Range
@@ -19,7 +20,7 @@ PRESETS: dict[str, dict[str, Any]] = {
 #: The preset of a run without ``--preset``.
 DEFAULT_PRESET = "cpu"
 #: Flags that change no result.
-NON_RESULT = ("checkpoint_every",)
+NON_RESULT = ("checkpoint_every", "remeasure")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -43,6 +44,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--grid-size", type=positive_int, default=41,
                         help="Grid points per axis (default: %(default)s).")
     parser.add_argument("--float64", action="store_true", help="Train in float64 instead of float32.")
+    parser.add_argument("--remeasure", type=Path, default=None, metavar="RUN_FOLDER",
+                        help="Do not train: take the final measurements and verdicts of a finished run again from its "
+                             "last checkpoint with this code (e.g. a run written by an older version).")
     parser.add_argument("--checkpoint-every", type=non_negative_int, default=500,
                         help="Steps between checkpoints, 0 for none within a run (default: %(default)s).")
 

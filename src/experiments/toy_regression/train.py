@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import json
 import logging
 import math
 from pathlib import Path
@@ -15,21 +16,26 @@ import torch
 from torch import Tensor, nn
 
 from invertible import ActNorm, allow_nonfinite
+from invertible.checkpoint import load_checkpoint
 from invertible.diagnostics import InvertibilityVerdict, jacobian_stats, judge_reconstructions, reconstruction_error
 from invertible.models import DenseFlow, FlowStep, standard_normal_log_prob
 
 from ..common.plots import plot_csv
-from ..common.runs import Run, read_csv
+from ..common.runs import Run, read_csv, write_json
 from ..common.training import ResumableLoop, Stopwatch
+from ..common.verdicts import condition_at_points, point_verdict
 
 __all__ = ["FIELDS", "build_model", "coeff_label", "final_verdict", "make_data", "measure", "plot_runs", "run"]
 
 _log = logging.getLogger(__name__)
 
 #: Columns of each run's CSV log.
-FIELDS = ["step", "loss", "mse", "nll", "recon_mean", "recon_max", "recon_nonfinite", "cond", "sigma_min",
-          "sigma_max", "cond_f32", "grid_recon_max", "grid_nonfinite", "grid_cond_at_worst", "grid_cond_max",
-          "seconds"]
+#: ``invertible``/``grid_invertible`` are the library's verdict on the training points and on the grid (1: every
+#: reconstruction finite and within ``NONINVERTIBLE_RTOL`` relative); ``recon_rel_max``/``grid_recon_rel_max`` the
+#: worst relative errors it judged.
+FIELDS = ["step", "loss", "mse", "nll", "recon_mean", "recon_max", "recon_rel_max", "recon_nonfinite", "invertible",
+          "cond", "sigma_min", "sigma_max", "cond_f32", "grid_recon_max", "grid_recon_rel_max", "grid_nonfinite",
+          "grid_invertible", "grid_cond_at_worst", "grid_cond_max", "seconds"]
 
 
 def coeff_label(coeff: float) -> str:
@@ -96,8 +102,10 @@ def _kappa(model: nn.Module, x: Tensor) -> Tensor:
     return jacobian_stats(model, x, inverse=False, batched=True).condition_number
 
 
-def measure(model: DenseFlow, x: Tensor, grid_points: Tensor) -> dict[str, float]:
-    """Reconstruction errors and condition numbers of ``model`` on the training points and the grid."""
+def measure(model: DenseFlow, x: Tensor, grid_points: Tensor, verdicts: dict[str, Any] | None = None
+            ) -> dict[str, float]:
+    """Reconstruction errors and condition numbers of ``model`` on the training points and the grid; the library's
+    verdict on each set (with kappa at its worst-reconstructed point) goes into ``verdicts`` if given."""
     with torch.no_grad():
         params_finite = all(bool(torch.isfinite(p).all()) for p in model.parameters())
     exact = copy.deepcopy(model).double() if params_finite else None
@@ -115,16 +123,39 @@ def measure(model: DenseFlow, x: Tensor, grid_points: Tensor) -> dict[str, float
                    sigma_max=float(stats.sigma_max[0]))
     else:
         row.update(cond=math.nan, sigma_min=math.nan, sigma_max=math.nan)
+    # the verdict is decided by the relative error over all points; the worst *relative* point can differ from the
+    # worst absolute one, whose kappa is the 'cond' column
+    dtype = x.dtype
+    kappa_train = {}
+    train_verdict = point_verdict(train.relative.cpu(), train.nonfinite.cpu(), dtype=dtype,
+                                  norms=x.double().norm(dim=1).cpu())
+    w = train_verdict["worst_index"]
+    if exact is not None:
+        at = jacobian_stats(exact, x[w:w + 1].double(), inverse=False, batched=True)
+        kappa_train = dict(cond=at.condition_number.numpy(), sigma_max=at.sigma_max.numpy(),
+                           sigma_min=at.sigma_min.numpy())
+        train_verdict["at_worst"] = condition_at_points([0], train.relative.cpu()[w:w + 1], **kappa_train).__dict__
+        train_verdict["at_worst"]["indices"] = [w]
+    row["recon_rel_max"] = train_verdict["worst_relative"]
+    row["invertible"] = int(train_verdict["invertible"])
     on_grid = reconstruction_error(model, grid_points)
     worst_grid = _nan_argmax(on_grid.l2)
     row["grid_recon_max"] = float(on_grid.l2.double().nan_to_num(nan=math.inf, posinf=math.inf).max())
     row["grid_nonfinite"] = on_grid.summary()["nonfinite_samples"]
+    kappa = None
     if exact is not None:
         kappa = _kappa(exact, grid_points.double())
         row["grid_cond_at_worst"] = float(kappa[worst_grid])
         row["grid_cond_max"] = float(kappa.nan_to_num(nan=math.inf, posinf=math.inf).max())
     else:
         row["grid_cond_at_worst"] = row["grid_cond_max"] = math.nan
+    grid_verdict = point_verdict(on_grid.relative.cpu(), on_grid.nonfinite.cpu(), dtype=dtype,
+                                 cond=None if kappa is None else kappa.cpu().numpy(),
+                                 norms=grid_points.double().norm(dim=1).cpu())
+    row["grid_recon_rel_max"] = grid_verdict["worst_relative"]
+    row["grid_invertible"] = int(grid_verdict["invertible"])
+    if verdicts is not None:
+        verdicts.update(train=train_verdict, grid=grid_verdict)
     return row
 
 
@@ -152,6 +183,12 @@ class _Optimizers:
             opt.load_state_dict(state[str(i)])
 
 
+def _first(rows: list[dict[str, float]], column: str) -> float:
+    if not rows or column not in rows[0]:
+        return math.nan
+    return next((r["step"] for r in rows if r[column] == 0), -1)
+
+
 def _summary(rows: list[dict[str, float]]) -> dict[str, float]:
     """Final values and maxima over training of one run's log."""
     last = rows[-1]
@@ -167,6 +204,11 @@ def _summary(rows: list[dict[str, float]]) -> dict[str, float]:
         "max_grid_recon_max": max((r["grid_recon_max"] for r in rows), default=math.nan),
         "first_nonfinite_step": next((r["step"] for r in rows if r["recon_nonfinite"] > 0 or r["grid_nonfinite"] > 0),
                                      -1),
+        # the first logged step whose verdict is non-invertible (-1: never; NaN: not logged by this run's code)
+        "first_noninvertible_step": _first(rows, "invertible"),
+        "first_grid_noninvertible_step": _first(rows, "grid_invertible"),
+        "final_invertible": last.get("invertible", math.nan), "final_grid_invertible": last.get("grid_invertible",
+                                                                                               math.nan),
     }
 
 
@@ -201,9 +243,12 @@ def run(run: Run, args: argparse.Namespace) -> dict[str, Any]:
     def record(coeff: float, model: DenseFlow, step: int) -> None:
         with torch.no_grad():
             loss, mse, nll = objective(model, x, y, coeff, args.actnorm_logdet_factor)
+        verdicts: dict[str, Any] = {}
         row = {"step": step, "loss": float(loss), "mse": float(mse), "nll": float(nll),
-               **measure(model, x, grid_points), "seconds": watch.seconds()["wall_seconds"]}
+               **measure(model, x, grid_points, verdicts), "seconds": watch.seconds()["wall_seconds"]}
         logs[coeff].log(**row)
+        if step == args.iterations and run.main:  # the final verdicts, read into metrics.json (also after a resume)
+            write_json(run.path / f"verdicts_{coeff_label(coeff)}.json", verdicts)
         loop.set_postfix(nf=coeff, cond=row["cond"], recon=row["recon_max"])
 
     for run_index in loop.epochs():
@@ -225,8 +270,40 @@ def run(run: Run, args: argparse.Namespace) -> dict[str, Any]:
         path = run.path / f"train_{coeff_label(coeff)}.csv"
         rows = [{k: float(v) if v != "" else math.nan for k, v in r.items()} for r in read_csv(path)]
         metrics[coeff_label(coeff)] = {**_summary(rows), "verdict": final_verdict(model, x, grid_points).to_dict()}
+        verdicts = run.path / f"verdicts_{coeff_label(coeff)}.json"
+        if verdicts.is_file():
+            metrics[coeff_label(coeff)]["verdicts"] = json.loads(verdicts.read_text())
         csvs[f"NF {coeff:g}"] = path
     run.update_metrics(**metrics)
     if run.main:
         plot_runs(csvs, run.plot_dir / "toy_regression.png")
     return dict(run.metrics)
+
+
+def remeasure(args: argparse.Namespace, device: torch.device) -> int:
+    """``--remeasure RUN_FOLDER``: the final measurements of a finished run (also one written by older code of this
+    study) taken again from its last checkpoint with the current code: the verdicts per set into
+    ``verdicts_<coeff>.json`` and ``metrics.json`` (``remeasured``: the final row of each coefficient). The training
+    logs are left as they are. Exit status 0."""
+    folder = Path(args.remeasure)
+    stored = json.loads((folder / "config.json").read_text())["args"]
+    parts = load_checkpoint(folder / "checkpoints" / "latest.pt", map_location=device)
+    state = parts["state"]["models"] if "state" in parts else parts["models"]
+    dtype = torch.float64 if stored.get("float64") else torch.float32
+    x64, _ = make_data(stored["points"], stored["seed"])
+    x = x64.to(device, dtype)
+    grid_points = grid(stored["grid_extent"], stored["grid_size"], dtype, device)
+    models = nn.ModuleList(build_model(stored["steps"], stored["hidden"]) for _ in stored["nf_coeff"])
+    models.load_state_dict(state)
+    models.to(device, dtype)
+    metrics_path = folder / "metrics.json"
+    metrics = json.loads(metrics_path.read_text()) if metrics_path.is_file() else {}
+    for coeff, model in zip(stored["nf_coeff"], models):
+        verdicts: dict[str, Any] = {}
+        row = measure(model, x, grid_points, verdicts)
+        write_json(folder / f"verdicts_{coeff_label(coeff)}.json", verdicts)
+        entry = metrics.setdefault(coeff_label(coeff), {})
+        entry.update(verdicts=verdicts, remeasured=row)
+        print(f"{coeff_label(coeff)}: train {verdicts['train']['reason']}; grid {verdicts['grid']['reason']}")
+    write_json(metrics_path, metrics)
+    return 0

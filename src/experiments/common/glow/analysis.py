@@ -24,6 +24,11 @@ Measured per set (columns of ``analysis.csv``):
   PAD); ``recon_nonfinite_1``/``_9``: share of inputs whose reconstruction is not finite; ``relative_max_1``: the
   largest ``||x - f^-1(f(x))|| / ||x||`` after one round trip (Inf where one is not finite), which the library's
   invertibility verdict reads;
+- ``invertible``: the library's verdict on the set (:func:`invertible.diagnostics.invertibility_verdict`: 1 when every
+  reconstruction after one round trip is finite and within ``NONINVERTIBLE_RTOL`` relative, in the run's dtype);
+  ``recon_rel_max``: the worst relative error it judged; ``kappa_at_worst``: the condition number (float64, exact)
+  at the worst-reconstructed input, a precursor only; the whole verdict (``verdict``) goes into the rows and into
+  ``metrics.json`` with the last snapshot;
 - ``latent_mse``/``latent_mse_max`` (samples only): the round trip the other way, ``z -> f^-1(z) -> f(f^-1(z))``,
   mean squared distance to ``z`` over the finite samples (a generator that contracts many latents onto nearly the
   same image reconstructs its images but not their latents); ``latent_nonfinite``: share not finite.
@@ -45,7 +50,7 @@ import torch
 from torch import Tensor
 
 from invertible import allow_nonfinite
-from invertible.diagnostics import jacobian_stats, repeated_round_trips
+from invertible.diagnostics import invertibility_verdict, jacobian_stats, repeated_round_trips
 from invertible.models import Flow, bits_per_dim
 
 from ..plots import image_grid, line_panels
@@ -55,7 +60,8 @@ from .model import RunModel, find_model_runs, load_run, snapshots
 
 __all__ = ["ANALYSED_STUDY", "ANALYSIS_FIELDS", "AnalysisError", "PROBE_SETS", "Probes", "analyze_folders",
            "analyze_model",
-           "analyze_runs", "analyze_study", "finite_rows", "last_snapshot_table", "latent_round_trip", "make_probes",
+           "analyze_runs", "analyze_study", "finite_rows", "first_failures", "last_snapshot_table", "latent_round_trip",
+           "make_probes",
            "measure_set", "model_bpd", "plot_analysis", "sample", "summary"]
 
 _log = logging.getLogger(__name__)
@@ -66,7 +72,8 @@ PROBE_SETS = ("data", "samples", "gaussian", "rademacher", "ood")
 ANALYSIS_FIELDS = ["model", "step", "set", "n", "input_nonfinite", "input_max_abs", "bpd", "bpd_nonfinite",
                    "cond_median", "cond_max", "cond_train_dtype_max", "logdet_error_max", "mse_1", "mse_1_max",
                    "mse_9", "mse_9_max", "pad_9", "recon_nonfinite_1", "recon_nonfinite_9",
-                   "relative_max_1", "latent_mse", "latent_mse_max", "latent_nonfinite"]
+                   "relative_max_1", "invertible", "recon_rel_max", "kappa_at_worst", "latent_mse", "latent_mse_max",
+                   "latent_nonfinite"]
 #: Reverse passes vectorised at once in the exact Jacobians (bounds memory for 28x28 and 32x32 images).
 JACOBIAN_CHUNK = 128
 #: The offset added to the analysis seed, so probe noise differs from training noise.
@@ -136,7 +143,11 @@ def measure_set(model: Flow, x: Tensor, *, levels: int, to_levels: Callable[[Ten
     row["n"] = float(len(x))
     nan_columns = [c for c in ANALYSIS_FIELDS[6:] if c not in row and not c.startswith("latent")]
     if len(x) == 0:
-        return {**row, **{c: math.nan for c in nan_columns}}
+        return {**row, **{c: math.nan for c in nan_columns}, "verdict": None}
+    verdict = invertibility_verdict(model, x, kappa_at=1, fixed=[], max_exact_dims=4096)
+    row.update(invertible=int(verdict.invertible), recon_rel_max=verdict.worst_relative,
+               kappa_at_worst=verdict.at_worst.kappa_forward[0] if verdict.at_worst else math.nan,
+               verdict=verdict.to_dict())
     bpd = model_bpd(model, x, levels)
     row["bpd"] = _finite_mean(bpd)
     row["bpd_nonfinite"] = float((~torch.isfinite(bpd)).double().mean())
@@ -245,9 +256,10 @@ def analyze_runs(runs: Sequence[RunModel], data: GlowData, out: Path, *, analysi
                 for name, values in analyze_model(model, probes, data, jacobian_samples=jacobian_samples).items():
                     row = {"model": run.name, "step": snap.step, "set": name, **values}
                     rows.append(row)
-                    combined.log(**row)
+                    cells = {k: v for k, v in row.items() if k in ANALYSIS_FIELDS}
+                    combined.log(**cells)
                     if own is not None:
-                        own.log(**row)
+                        own.log(**cells)
             if own is not None:
                 own.close()
             if model is not None:
@@ -336,8 +348,18 @@ def analyze_study(study: Any, args: argparse.Namespace, device: torch.device) ->
     if args.no_analyze:
         return []
     rows = analyze_folders([study.path], study.path, args, device)
-    study.update_metrics(last_snapshot=last_snapshot_table(rows))
+    study.update_metrics(last_snapshot=last_snapshot_table(rows), first_noninvertible_step=first_failures(rows))
     return rows
+
+
+def first_failures(rows: Sequence[dict[str, Any]]) -> dict[str, dict[str, int]]:
+    """``{model: {set: the first analysed step whose verdict is non-invertible, -1 if none}}``."""
+    out: dict[str, dict[str, int]] = {}
+    for row in sorted(rows, key=lambda r: int(r["step"])):
+        entry = out.setdefault(row["model"], {}).setdefault(row["set"], -1)
+        if entry < 0 and row.get("invertible") == 0:
+            out[row["model"]][row["set"]] = int(row["step"])
+    return out
 
 
 def analyze_only(args: argparse.Namespace, device: torch.device) -> int:
@@ -364,13 +386,17 @@ def summary(rows: Sequence[dict[str, Any]], models: dict[str, dict[str, Any]] | 
     table = last_snapshot_table(rows)
     if table:
         lines.append(f"{'model':<22}{'step':>7} {'set':<11}{'non-fin in':>11}{'bpd':>8}{'cond':>10}{'dlogdet':>10}"
-                     f"{'mse_9 max':>11}{'non-fin rec':>12}")
+                     f"{'mse_9 max':>11}{'non-fin rec':>12}  verdict")
     for name, sets in table.items():
         for set_name, r in sets.items():
             lines.append(f"{name:<22}{r['step']:>7} {set_name:<11}{r['input_nonfinite']:>11.3f}{r['bpd']:>8.3f}"
                          f"{r['cond_max']:>10.3g}{r['logdet_error_max']:>10.2g}{r['mse_9_max']:>11.3g}"
-                         f"{r['recon_nonfinite_9']:>12.3f}")
+                         f"{r['recon_nonfinite_9']:>12.3f}  {_word(r.get('invertible'))}")
     return "\n".join(lines)
+
+
+def _word(invertible: Any) -> str:
+    return {1: "invertible", 0: "NON-INVERTIBLE"}.get(invertible, "n/a")
 
 
 def last_snapshot_table(rows: Sequence[dict[str, Any]]) -> dict[str, Any]:

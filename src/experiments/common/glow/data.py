@@ -31,6 +31,7 @@ _log = logging.getLogger(__name__)
 OOD_PREFERENCES: dict[str, tuple[str, ...]] = {
     "digits": ("fashion-mnist", "photos"),
     "fashion-mnist": ("mnist", "digits"),
+    "fashion-mnist-16": ("mnist", "digits"),
     "mnist": ("fashion-mnist", "digits"),
     "cifar10": ("svhn", "photos"),
     "svhn": ("cifar10", "photos"),
@@ -105,8 +106,12 @@ def load_data(args: argparse.Namespace, device: torch.device) -> GlowData:
     """The data of a run with the Glow flags ``args`` (data set, levels, augmentation, dtype), padded for its number
     of levels."""
     dtype = torch.float64 if args.dtype == "float64" else torch.float32
-    return load(args.dataset, data_dir=args.data_dir, download=args.download, levels_of_flow=args.n_levels,
+    data = load(args.dataset, data_dir=args.data_dir, download=args.download, levels_of_flow=args.n_levels,
                 augment=bool(args.augment), dtype=dtype, device=device)
+    subset = getattr(args, "train_subset", None)
+    if subset:
+        data.train = data.train.subset(slice(0, subset))
+    return data
 
 
 def _pad(data: ImageData, multiple: int) -> ImageData:
