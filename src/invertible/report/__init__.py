@@ -38,6 +38,7 @@ from typing import Any
 
 import torch
 
+from ..base import allow_nonfinite
 from .inputs import NOISE_SETS, build_sets
 from .measure import Options, clean, measure, n_steps
 from .progress import Progress
@@ -58,6 +59,13 @@ def make_report(subject: Subject, opts: Options | None = None, *, data: list[str
     opts = opts or Options()
     sets = build_sets(subject, data=data, noise=list(NOISE_SETS) if noise is None else noise, n_noise=n_noise,
                       seed=seed, limit=limit)
+    for name, x in sets.items():  # a flow that refuses the inputs is a usage error, said before measuring
+        try:
+            with torch.no_grad(), allow_nonfinite():
+                subject.flow(x[:1])
+        except (ValueError, TypeError, RuntimeError) as exc:
+            raise ReportError(f"the flow refuses the inputs of set {name!r} (shape {tuple(x.shape[1:])}, "
+                              f"{x.dtype}): {str(exc).splitlines()[0]}") from exc
     bar = Progress(n_steps(len(sets), opts), enabled=progress)
     start = time.perf_counter()
     try:

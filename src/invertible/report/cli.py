@@ -130,9 +130,6 @@ def main(argv: list[str] | None = None) -> int:
     except (ReportError, FileNotFoundError) as exc:
         print(f"invertible.report: error: {exc}", file=sys.stderr)
         return 2
-    except RuntimeError as exc:  # a flow that refuses the inputs (wrong shape or channels)
-        print(f"invertible.report: error: the flow refused the inputs: {str(exc).splitlines()[0]}", file=sys.stderr)
-        return 2
     write_report(report, out, figures=not args.no_figures)
     print(summary(report, str(out)))
     if args.fail_on == "non-invertible" and not report["measurement"]["invertible"]:

@@ -81,7 +81,8 @@ def clean(obj: Any) -> Any:
 
 def flat_layers(flow: InvertibleModule, prefix: str = "") -> list[tuple[str, InvertibleModule]]:
     """``(label, layer)`` in forward order, nested :class:`~invertible.Sequential` expanded, labelled as
-    :func:`~invertible.bounds.stability_report` labels them (``"3.1:AffineCoupling"``).
+    :func:`~invertible.bounds.stability_report` labels them (``"3.1:AffineCoupling"``); a wrapper names the layer it
+    wraps (``"22:Partial(AffineCoupling)"``).
 
     Example:
         >>> import invertible
@@ -97,7 +98,9 @@ def flat_layers(flow: InvertibleModule, prefix: str = "") -> list[tuple[str, Inv
         if isinstance(layer, Sequential):
             out += flat_layers(layer, label + ".")
         else:
-            out.append((f"{label}:{type(layer).__name__}", layer))
+            inner = getattr(layer, "layer", None)  # a wrapper (Partial, MemorySaving, ...) names what it wraps
+            name = type(layer).__name__ + (f"({type(inner).__name__})" if isinstance(inner, InvertibleModule) else "")
+            out.append((f"{label}:{name}", layer))
     return out
 
 
@@ -110,7 +113,7 @@ def _relative(x_hat: Tensor, x: Tensor) -> Tensor:
 
 
 def _worst(t: Tensor) -> float:
-    t = t.nan_to_num(nan=math.inf)
+    t = t.double().nan_to_num(nan=math.inf, posinf=math.inf)
     return float(t.max()) if t.numel() else math.nan
 
 
@@ -141,13 +144,48 @@ def layer_walk(flow: InvertibleModule, x: Tensor, rtol: float) -> dict[str, Any]
     return {"rows": rows, "breaks_at": breaks_at}
 
 
+def layer_table(flow: InvertibleModule, x: Tensor, max_exact_dims: int) -> tuple[list[dict[str, Any]], list[str]]:
+    """Per layer, on a float64 copy at each layer's own inputs: :func:`~invertible.bounds.stability_report` of the
+    layer alone (global and local bounds beside measured ``sigma_max`` and ``1 / sigma_min``; ``round_trip_float64``
+    its own round trip). A layer whose measurement fails (e.g. a Jacobian with non-finite entries) gets NaN
+    measurements and the reason, its bounds where they can be had; NaN ranks as the worst inverse."""
+    flow64 = copy.deepcopy(flow).double()
+    rows, violations = [], []
+    current = x.double()
+    with eval_mode(flow64):
+        for label, layer in flat_layers(flow64):
+            try:
+                with allow_nonfinite():
+                    table = stability_report(layer, current, max_exact_dims=max_exact_dims, whole_model=False,
+                                             flatten=False)
+                row = table.rows()[0]
+                row["round_trip_float64"] = row.pop("reconstruction")
+                violations += [v.replace(table.layers[0].label, label) for v in table.violations(rtol=1e-6)]
+            except (RuntimeError, ValueError) as exc:
+                bounds = layer.lipschitz_bounds()
+                row = {"bound_forward": bounds.forward, "local_forward": None, "sigma_max": math.nan,
+                       "bound_inverse": bounds.inverse, "local_inverse": None, "inverse_lipschitz": math.nan,
+                       "round_trip_float64": math.nan, "method": f"failed: {str(exc).splitlines()[0][:120]}"}
+            row["layer"] = label
+            rows.append(row)
+            with torch.no_grad(), allow_nonfinite():
+                current = layer(current)[0]
+    return rows, violations
+
+
 def _kappa(flow: InvertibleModule, x: Tensor, verdict_errors: Tensor, opts: Options) -> dict[str, Any]:
     """Condition numbers at the worst-reconstructed and at the median-error input (the library's ConditionAt)."""
     order = torch.argsort(verdict_errors, descending=True, stable=True)
     worst, typical = int(order[0]), int(order[len(order) // 2])
-    sub = invertibility_verdict(flow, x[[worst, typical]], rtol=opts.rtol, kappa_at=1, fixed=[1],
-                                max_exact_dims=opts.max_exact_dims)
-    out = {}
+    try:
+        sub = invertibility_verdict(flow, x[[worst, typical]], rtol=opts.rtol, kappa_at=1, fixed=[1],
+                                    max_exact_dims=opts.max_exact_dims)
+    except (RuntimeError, ValueError) as exc:  # e.g. an SVD of a Jacobian with non-finite entries
+        failed = {"kappa_forward": math.nan, "kappa_inverse": math.nan, "lipschitz_forward": math.nan,
+                  "lipschitz_inverse": math.nan, "method": f"failed: {str(exc).splitlines()[0][:120]}"}
+        return {"worst": {"index": worst, "relative_error": float(verdict_errors[worst]), **failed},
+                "typical": {"index": typical, "relative_error": float(verdict_errors[typical]), **failed}}
+    out: dict[str, Any] = {}
     for key, at, index in (("worst", sub.at_worst, worst), ("typical", sub.at_fixed, typical)):
         assert at is not None
         out[key] = {"index": index, "relative_error": float(verdict_errors[index]),
@@ -169,7 +207,7 @@ def _set_result(flow: InvertibleModule, name: str, x: Tensor, opts: Options,
         "label": verdict.label, "nonfinite": verdict.nonfinite, "above_rtol": verdict.above_rtol,
         "median": float(errors.median()), "worst": verdict.worst_relative, "worst_index": verdict.worst_index,
         "finite_max": float(finite.max()) if finite.numel() else math.nan,
-        "failing_indices": [int(i) for i in torch.nonzero(~(errors <= opts.rtol)).reshape(-1)[:50]],
+        "failing_indices": [int(i) for i in torch.nonzero(~(errors <= opts.rtol)).reshape(-1)],
         "errors": [float(e) for e in errors],
     }
     if opts.kappa:
@@ -217,20 +255,14 @@ def measure(flow: InvertibleModule, sets: dict[str, Tensor], opts: Options | Non
         order = torch.argsort(errors[probe_set], descending=True, stable=True)[: opts.layer_inputs]
         probe = sets[probe_set][order]
         walk = layer_walk(flow, probe, opts.rtol)
-        flow64 = copy.deepcopy(flow).double()
-        with allow_nonfinite():
-            table = stability_report(flow64, probe.double(), max_exact_dims=opts.max_exact_dims, whole_model=False)
-        rows = table.rows()
+        rows, violations = layer_table(flow, probe, opts.max_exact_dims)
         for row, extra in zip(rows, walk["rows"]):
             assert row["layer"] == extra["layer"]
-            row["round_trip_float64"] = row.pop("reconstruction")
             row.update({k: v for k, v in extra.items() if k != "layer"})
+        worst_row = max(rows, key=lambda r: _worst(torch.tensor([r["inverse_lipschitz"]])))
         out["layers"] = {"set": probe_set, "indices": [int(i) for i in order], "rows": rows,
-                         "worst_inverse": table.exploding_layer,
-                         "worst_inverse_value": table.worst_inverse.inverse_lipschitz,
-                         "breaks_at": walk["breaks_at"], "violations": table.violations(rtol=1e-6),
-                         "bounds_model": list(table.bounds), "local_model": list(table.local),
-                         "breaks_per_set": {}}
+                         "worst_inverse": worst_row["layer"], "worst_inverse_value": worst_row["inverse_lipschitz"],
+                         "breaks_at": walk["breaks_at"], "violations": violations, "breaks_per_set": {}}
         for name in failing:  # where reconstruction breaks on each failing set's worst inputs (cheap)
             worst = torch.argsort(errors[name], descending=True, stable=True)[: opts.layer_inputs]
             walked = walk if name == probe_set else layer_walk(flow, sets[name][worst], opts.rtol)

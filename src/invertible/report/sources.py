@@ -90,14 +90,25 @@ def _resolve(spec: str, what: str) -> Any:
     return obj
 
 
+#: Flags only a study's runs have, to recognise a run started in-process (whose command is not the study's).
+RUN_SIGNATURES = {"classification": {"n_levels", "coupling", "nf_coeff", "fd_inv_coeff", "inj_pad"}}
+
+
 def _study_of(folder: Path) -> str:
-    config = json.loads((folder / "config.json").read_text())
+    try:
+        config = json.loads((folder / "config.json").read_text())
+    except (OSError, ValueError) as exc:
+        raise ReportError(f"{folder}/config.json cannot be read ({exc}); is this a run folder?") from exc
     command = " ".join(str(c) for c in config.get("command", []))
     found = re.search(r"experiments[./](\w+)", command)
-    if found is None:
-        raise ReportError(f"{folder}: config.json does not say which study wrote this run (no experiments.<study> in "
-                          "its command); pass the model as package.module:factory instead")
-    return found.group(1)
+    if found is not None:
+        return found.group(1)
+    flags = set(config.get("args", {}))
+    for study, signature in RUN_SIGNATURES.items():
+        if signature <= flags:
+            return study
+    raise ReportError(f"{folder}: config.json does not say which study wrote this run (no experiments.<study> in "
+                      "its command, no known flags); pass the model as package.module:factory instead")
 
 
 def _run_subject(folder: Path, checkpoint: str) -> Subject:
