@@ -63,16 +63,20 @@ def _layers_figure(plt: Any, layers: dict[str, Any], rtol: float) -> Any:
     if worst is not None:
         top.axvline(worst, color="orange", linewidth=1, label=f"worst conditioned: {layers['worst_inverse']}")
     top.legend(fontsize=7)
-    floor = 1e-12
+    floor, ceiling = 1e-12, 1e30  # exact round trips (0) drawn at the floor, non-finite ones at the ceiling
+    highest = rtol
     for key, label in (("round_trip", "own round trip"), ("inverse_pass_error", "inverse pass, reaching this layer")):
-        values = [min(v, 1e30) if not math.isnan(v) else 1e30 for v in series(key)]
-        bottom.plot(idx, [max(v, floor) for v in values], "o-", markersize=3, label=label)
+        raw = [_value(r[key]) for r in rows]
+        values = [ceiling if not math.isfinite(v) else min(max(v, floor), ceiling) for v in raw]
+        highest = max(highest, *values)
+        bottom.plot(idx, values, "o-", markersize=3, label=label)
+    bottom.set_ylim(floor / 10, highest * 100)
     bottom.axhline(rtol, color="red", linestyle="--", linewidth=1, label=f"rtol {rtol:g}")
     breaks = next((i for i, r in enumerate(rows) if r["layer"] == layers["breaks_at"]), None)
     if breaks is not None:
         bottom.axvline(breaks, color="red", linewidth=1, label=f"breaks at {layers['breaks_at']}")
     bottom.set_yscale("log")
-    bottom.set_ylabel("relative error (working precision)")
+    bottom.set_ylabel("relative error (working precision;\n0 at the bottom, non-finite at the top)", fontsize=8)
     bottom.set_xlabel("layer (forward order)")
     bottom.legend(fontsize=7)
     step = max(1, len(rows) // 40)

@@ -63,8 +63,14 @@ def blocks(report: dict[str, Any], figure_names: list[str]) -> list[Block]:
     out.append(("p", f"Model: {model['source']}; input shape {tuple(model['input_shape'])}, "
                      f"{model['parameters']:,} parameters, working precision {m['dtype']}. "
                      f"Written {report['created']} by `{report['command']}`."))
-    sets = ", ".join(f"`{n}`" for n in m["sets"]) + (" and the attack" if "attack" in m else "")
-    out.append(("p", f"**Verdict: {m['label']}** on {sets} (rtol {fmt(m['rtol'])}). Numerically non-invertible "
+    judged = {f"`{n}`": r["label"] for n, r in m["sets"].items()}
+    if "attack" in m:
+        judged["the attack"] = m["attack"]["label"]
+    fails = [n for n, label in judged.items() if label != "invertible"]
+    passes = [n for n, label in judged.items() if label == "invertible"]
+    where = (f"fails on {', '.join(fails)}" + (f"; passes on {', '.join(passes)}" if passes else "")) if fails \
+        else f"on {', '.join(passes)}"
+    out.append(("p", f"**Verdict: {m['label']}** {where} (rtol {fmt(m['rtol'])}). Numerically non-invertible "
                      "means, for at least one input, a non-finite reconstruction or one off by more than rtol "
                      "relative to the input (`invertible.diagnostics.verdict`, the one definition every study uses)."))
     where = _where(m)
@@ -72,8 +78,8 @@ def blocks(report: dict[str, Any], figure_names: list[str]) -> list[Block]:
         out += [("h2", "Where and why"), ("list", where)]
     out.append(("h2", "Input sets"))
     out.append(("p", f"Every input reconstructed in {m['dtype']}; relative error `||x - f^-1(f(x))|| / ||x||`. "
-                     "kappa: condition number of the Jacobian on a float64 copy (exact or matrix-free, column "
-                     f"method) at the worst-reconstructed and at the median-error input. {model['unit_note']}."))
+                     "kappa: condition number of the Jacobian on a float64 copy (exact or matrix-free: the "
+                     f"method column) at the worst-reconstructed and at the median-error input. {model['unit_note']}."))
     rows = []
     for r in m["sets"].values():
         k = r.get("kappa", {})
