@@ -150,6 +150,19 @@ def test_the_failing_inputs_are_those_whose_scale_collapses() -> None:
     assert set(m["layers"]["indices"]) <= failing
 
 
+def test_the_memory_saving_gradient_check_agrees_on_a_healthy_flow_and_not_on_a_collapsed_one(
+        factories: ModuleType) -> None:
+    checks = {}
+    for name in ("healthy", "broken"):
+        flow, x = getattr(factories, name)()
+        subject = Subject(name, "factory", flow, "test", (4,), {"data": x})
+        m = make_report(subject, Options(attack_steps=0, layer_inputs=0, kappa=False, gradient_inputs=4),
+                        noise=[])["measurement"]
+        checks[name] = m["gradient_check"]
+    assert checks["healthy"]["agreed"] and float(checks["healthy"]["angle"]) < 1e-3
+    assert not checks["broken"]["agreed"]
+
+
 # --------------------------------------------------------------------------------------------------------------
 # The files: HTML, Markdown, JSON
 # --------------------------------------------------------------------------------------------------------------
@@ -249,9 +262,10 @@ def test_a_classification_run_folder_with_no_other_flag(run_folder: Path, capsys
     assert "digits-test" in capsys.readouterr().out
     # a checkpoint file of the run names the same model
     assert main([str(run_folder / "checkpoints" / "latest.pt"), "--no-progress", "--noise", "--attack-steps", "0",
-                 "--layer-inputs", "0", "--out", str(run_folder / "r2")]) == 0
-    assert read(run_folder / "r2")["measurement"]["sets"]["digits-test"]["errors"] == m["sets"]["digits-test"][
-        "errors"]
+                 "--layer-inputs", "0", "--data", "default", "--data", "digits", "--out", str(run_folder / "r2")]) == 0
+    again = read(run_folder / "r2")["measurement"]
+    assert again["sets"]["digits-test"]["errors"] == m["sets"]["digits-test"]["errors"]
+    assert again["sets"]["digits"]["n"] == 1797 and "gradient_check" not in again  # not a --mem-saving run
 
 
 def loader_test(name: str) -> ModuleType:
@@ -267,7 +281,7 @@ def loader_test(name: str) -> ModuleType:
 
 
 SMALL = ["--no-progress", "--noise", "uniform", "--n-noise", "6", "--layer-inputs", "2", "--attack-steps", "0",
-         "--no-figures"]
+         "--no-figures", "--samples", "4"]
 
 
 def test_synthetic_y0ast_glow_folders_healthy_and_underflowing(tmp_path: Path) -> None:
@@ -281,9 +295,13 @@ def test_synthetic_y0ast_glow_folders_healthy_and_underflowing(tmp_path: Path) -
     bad = ref.write_checkpoint(broken, tmp_path / "bad")
     assert main([str(good), "--out", str(tmp_path / "rg"), "--fail-on", "non-invertible", *SMALL]) == 0
     assert main([str(bad), "--out", str(tmp_path / "rb"), "--fail-on", "non-invertible", *SMALL]) == 1
-    m = read(tmp_path / "rb")["measurement"]
-    assert read(tmp_path / "rg")["model"]["kind"] == "y0ast-glow" and m["sets"]["uniform"]["nonfinite"] == 6
+    m, healthy = read(tmp_path / "rb")["measurement"], read(tmp_path / "rg")
+    assert healthy["model"]["kind"] == "y0ast-glow" and m["sets"]["uniform"]["nonfinite"] == 6
     assert "AffineCoupling" in m["layers"]["breaks_at"]
+    # samples of a generative flow: drawn by default for y0ast files (4 here), judged like any set
+    assert healthy["measurement"]["samples"] == {"n": 4, "nonfinite": 0}
+    assert healthy["measurement"]["sets"]["samples"]["label"] == "invertible"
+    assert m["sets"]["samples"]["label"] == "non-invertible"
 
 
 def test_a_synthetic_rtqichen_residual_flow_file(tmp_path: Path) -> None:

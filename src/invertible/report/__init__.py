@@ -40,7 +40,7 @@ import torch
 
 from ..base import allow_nonfinite
 from .inputs import NOISE_SETS, build_sets
-from .measure import Options, clean, measure, n_steps
+from .measure import Options, add_samples, clean, measure, n_steps
 from .progress import Progress
 from .render import blocks, summary, to_html, to_markdown
 from .sources import ReportError, Subject, load_subject
@@ -59,10 +59,11 @@ def make_report(subject: Subject, opts: Options | None = None, *, data: list[str
     opts = opts or Options()
     sets = build_sets(subject, data=data, noise=list(NOISE_SETS) if noise is None else noise, n_noise=n_noise,
                       seed=seed, limit=limit)
+    sampled = add_samples(subject.flow, sets, opts.samples, seed) if opts.samples > 0 else None
     for name, x in sets.items():  # a flow that refuses the inputs is a usage error, said before measuring
         try:
             with torch.no_grad(), allow_nonfinite():
-                subject.flow(x[:1])
+                subject.flow(x[:1].nan_to_num())
         except (ValueError, TypeError, RuntimeError) as exc:
             raise ReportError(f"the flow refuses the inputs of set {name!r} (shape {tuple(x.shape[1:])}, "
                               f"{x.dtype}): {str(exc).splitlines()[0]}") from exc
@@ -72,6 +73,8 @@ def make_report(subject: Subject, opts: Options | None = None, *, data: list[str
         measurement = measure(subject.flow, sets, opts, step=bar.step)
     finally:
         bar.close()
+    if sampled is not None:
+        measurement["samples"] = sampled
     report = {
         "format": FORMAT, "version": 1,
         "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"), "command": command,

@@ -63,8 +63,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--state-dict", help="weights for a package.module:factory MODEL (our checkpoint or a state dict)")
     p.add_argument("--checkpoint", default="latest", help="which checkpoint of a run folder (default: latest)")
     p.add_argument("--data", action="append", metavar="SET",
-                   help="input sets: 'default' (the model's own data) or a .npy file of inputs in the flow's input "
-                        "space; repeatable (default: default)")
+                   help="input sets: 'default' (the model's own data), 'digits' (scikit-learn's 8x8 digits) or a .npy "
+                        "file of inputs in the flow's input space; repeatable (default: default)")
     p.add_argument("--noise", nargs="*", default=list(NOISE_SETS), metavar="KIND",
                    help=f"noise sets ({', '.join(NOISE_SETS)}); --noise with nothing for none (default: all)")
     p.add_argument("--n-noise", type=_positive_int, default=256, help="inputs per noise set (default: 256)")
@@ -79,6 +79,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--attack-steps", type=_positive_int, default=20, help="attack steps, 0 to skip (default: 20)")
     p.add_argument("--attack-radius", type=_positive_float, default=0.05,
                    help="l-inf radius of the attack, in the flow's input units (default: 0.05)")
+    p.add_argument("--samples", type=_positive_int, default=None, help="samples of a generative flow whose "
+                   "reconstruction is judged too (default: 64 for y0ast Glow and Residual Flow files, else 0)")
+    p.add_argument("--gradient-check", type=_positive_int, default=None, metavar="N",
+                   help="memory-saving gradient self-check on N inputs (default: 8 for runs trained with "
+                        "--mem-saving, else 0)")
     p.add_argument("--max-exact-dims", type=_positive_int, default=1024,
                    help="exact Jacobians up to this many entries per input, matrix-free above (default: 1024)")
     p.add_argument("--out", type=Path, help="output folder (default: <run folder>/report for a run, else "
@@ -124,7 +129,10 @@ def main(argv: list[str] | None = None) -> int:
             raise ReportError(f"--out {out} is a file; give a folder")
         opts = Options(rtol=args.rtol, kappa=not args.no_kappa, max_exact_dims=args.max_exact_dims,
                        layer_inputs=args.layer_inputs, attack_inputs=args.attack_inputs,
-                       attack_steps=args.attack_steps, attack_radius=args.attack_radius)
+                       attack_steps=args.attack_steps, attack_radius=args.attack_radius,
+                       gradient_inputs=(8 if subject.memory_saving else 0) if args.gradient_check is None
+                       else args.gradient_check,
+                       samples=(64 if subject.generative else 0) if args.samples is None else args.samples)
         report = make_report(subject, opts, data=args.data, noise=args.noise, n_noise=args.n_noise, limit=args.limit,
                              seed=args.seed, command=command, load_s=load_s, progress=not args.no_progress)
     except (ReportError, FileNotFoundError) as exc:

@@ -1,6 +1,7 @@
 """The input sets a report measures, all in the flow's input space and working precision.
 
 - the subject's own data (a run's test images; a factory's inputs), unless ``--data`` replaces it;
+- ``digits``: scikit-learn's 8x8 digits (all 1,797, unit range, mapped by the subject's ``from_unit``);
 - ``.npy`` files (``--data file.npy``): arrays of shape ``(n, *input_shape)`` (or ``(n, prod(input_shape))``),
   already in the flow's input space;
 - noise sets of unit-range images mapped by the subject's ``from_unit``: ``gaussian`` (``0.5 + N(0, 1)``,
@@ -66,12 +67,21 @@ def _npy(path: Path, shape: tuple[int, ...] | None, dtype: torch.dtype) -> Tenso
     return x
 
 
+def builtin_digits() -> Tensor:
+    """scikit-learn's 1,797 8x8 digits as unit-range images ``(n, 1, 8, 8)`` (grey levels 0..16 divided by 16)."""
+    try:
+        from sklearn.datasets import load_digits
+    except ImportError as exc:
+        raise ReportError("--data digits needs scikit-learn (pip install invertible[experiments])") from exc
+    return torch.from_numpy(load_digits().images).double().div(16).unsqueeze(1)
+
+
 def build_sets(subject: Subject, *, data: list[str] | None = None, noise: list[str] | None = None,
                n_noise: int = 256, seed: int = 0, limit: int | None = None) -> dict[str, Tensor]:
     """The named input sets (module docstring), each of shape ``(n, *input_shape)`` in the subject's dtype.
 
-    ``data``: ``"default"`` (the subject's own sets) and/or ``.npy`` paths (``None``: the default). ``noise``:
-    names from :data:`NOISE_SETS`. ``limit``: keep at most this many inputs of each data set.
+    ``data``: ``"default"`` (the subject's own sets), ``"digits"`` and/or ``.npy`` paths (``None``: the default).
+    ``noise``: names from :data:`NOISE_SETS`. ``limit``: keep at most this many inputs of each data set.
     """
     dtype = subject.dtype
     sets: dict[str, Tensor] = {}
@@ -79,6 +89,11 @@ def build_sets(subject: Subject, *, data: list[str] | None = None, noise: list[s
     for item in (["default"] if data is None else data):
         if item == "default":
             sets.update({k: v.to(dtype) for k, v in subject.data.items()})
+        elif item == "digits":
+            if shape is not None and shape != (1, 8, 8):
+                raise ReportError(f"--data digits: 8x8 grey images do not fit the flow's input shape {shape}")
+            shape = (1, 8, 8)
+            sets["digits"] = subject.from_unit(builtin_digits()).to(dtype)
         else:
             x = _npy(Path(item), shape, dtype)
             shape = tuple(x.shape[1:]) if shape is None else shape

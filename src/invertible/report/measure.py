@@ -50,6 +50,10 @@ class Options:
         attack_inputs, attack_steps, attack_radius: the attack on this many inputs of the first set, this many
             sign-gradient steps, in an l-inf ball of this radius in the flow's input units (0 steps skips it).
         batch_size: reconstruction batch size.
+        gradient_inputs: memory-saving gradient self-check (:func:`~invertible.memory.saving.compare_gradients`,
+            loss ``sum f(x)^2``) on this many inputs of the first set; 0 skips it.
+        samples: draw this many samples (``flow.sample``, generative flows only) and judge their reconstruction as
+            the set ``samples``; 0 skips it.
     """
 
     rtol: float = NONINVERTIBLE_RTOL
@@ -60,6 +64,8 @@ class Options:
     attack_steps: int = 20
     attack_radius: float = 0.05
     batch_size: int = 256
+    gradient_inputs: int = 0
+    samples: int = 0
 
 
 def _num(v: float) -> float | str:
@@ -229,6 +235,26 @@ def _attack(flow: InvertibleModule, name: str, x: Tensor, opts: Options) -> dict
             "attacked_worst": _worst(relative), "growth_max": _worst(result.growth.double())}
 
 
+def _gradient_check(flow: InvertibleModule, name: str, x: Tensor) -> dict[str, Any]:
+    from ..memory.saving import compare_gradients
+
+    with eval_mode(flow), allow_nonfinite():
+        check = compare_gradients(flow, lambda m: m(x)[0].pow(2).sum())
+    return {"set": name, "n": x.shape[0], "angle": check.angle, "rel_error": check.rel_error,
+            "reconstruction_error": check.reconstruction_error, "finite": check.finite, "agreed": check.agreed}
+
+
+def add_samples(flow: InvertibleModule, sets: dict[str, Tensor], n: int, seed: int = 0) -> dict[str, Any]:
+    """Add ``n`` samples of a generative flow to ``sets`` as ``"samples"``; how many are non-finite."""
+    sample = getattr(flow, "sample", None)
+    if sample is None or not hasattr(flow, "latent_shape"):
+        return {"n": 0, "note": f"{type(flow).__name__} has no sample(); no samples drawn"}
+    with eval_mode(flow), torch.no_grad():
+        x = sample(n, generator=torch.Generator().manual_seed(seed))
+    sets["samples"] = x
+    return {"n": n, "nonfinite": int((~torch.isfinite(x.reshape(n, -1))).any(dim=1).sum())}
+
+
 def measure(flow: InvertibleModule, sets: dict[str, Tensor], opts: Options | None = None, *,
             step: Callable[[str], None] | None = None) -> dict[str, Any]:
     """Every number of the report as plain data (floats may be Inf/NaN here; :func:`clean` makes them JSON-safe).
@@ -272,6 +298,10 @@ def measure(flow: InvertibleModule, sets: dict[str, Tensor], opts: Options | Non
         step("attack")
         first = next(iter(sets))
         out["attack"] = _attack(flow, first, sets[first], opts)
+    if opts.gradient_inputs > 0:
+        step("gradient self-check")
+        first = next(iter(sets))
+        out["gradient_check"] = _gradient_check(flow, first, sets[first][: opts.gradient_inputs])
     judged = [r["label"] for r in results.values()] + ([out["attack"]["label"]] if "attack" in out else [])
     out["invertible"] = all(label == "invertible" for label in judged)
     out["label"] = "invertible" if out["invertible"] else "non-invertible"
@@ -281,4 +311,5 @@ def measure(flow: InvertibleModule, sets: dict[str, Tensor], opts: Options | Non
 
 def n_steps(n_sets: int, opts: Options) -> int:
     """How many times :func:`measure` calls ``step``."""
-    return n_sets * (2 if opts.kappa else 1) + (opts.layer_inputs > 0) + (opts.attack_steps > 0 < opts.attack_inputs)
+    return (n_sets * (2 if opts.kappa else 1) + (opts.layer_inputs > 0) + (opts.attack_steps > 0 < opts.attack_inputs)
+            + (opts.gradient_inputs > 0))

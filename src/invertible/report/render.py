@@ -97,6 +97,18 @@ def blocks(report: dict[str, Any], figure_names: list[str]) -> list[Block]:
                          f"{a['steps']} steps of {fmt(a['step_size'])}, random start. Worst relative error "
                          f"{fmt(a['clean_worst'])} before, {fmt(a['attacked_worst'])} after (growth up to "
                          f"{fmt(a['growth_max'])}x): **{a['label']}** ({a['verdict']['reason']})."))
+    if "samples" in m:
+        smp = m["samples"]
+        out.append(("h2", "Samples"))
+        out.append(("p", smp.get("note") or f"{smp['n']} samples `f^-1(z)`, `z ~ N(0, I)` (seeded), of which "
+                    f"{smp['nonfinite']} are non-finite; their reconstruction is judged as the set `samples`."))
+    if "gradient_check" in m:
+        g = m["gradient_check"]
+        out.append(("h2", "Memory-saving gradient self-check"))
+        out.append(("p", f"Parameter gradients of `sum f(x)^2` on the first {g['n']} inputs of `{g['set']}`, "
+                         "memory-saving backprop (activations rebuilt by the inverse) against standard autograd: "
+                         f"**{'agree' if g['agreed'] else 'DISAGREE'}** (angle {fmt(g['angle'])} rad, relative "
+                         f"error {fmt(g['rel_error'])}, rebuilt-input error {fmt(g['reconstruction_error'])})."))
     if "layers" in m:
         layers = m["layers"]
         out.append(("h2", "Layer by layer"))
@@ -202,6 +214,10 @@ def summary(report: dict[str, Any], out_dir: str | None = None) -> str:
         a = m["attack"]
         lines.append(f"  {'attack':<16} {a['label']:<15} worst {fmt(a['attacked_worst']):>9}  (radius "
                      f"{fmt(a['radius'])}, {a['steps']} steps, growth {fmt(a['growth_max'])}x)")
+    if "gradient_check" in m:
+        g = m["gradient_check"]
+        verdict = "agree" if g["agreed"] else "DISAGREE"
+        lines.append(f"  memory-saving gradients {verdict} (angle {fmt(g['angle'])} rad)")
     if "layers" in m:
         layers = m["layers"]
         lines.append(f"  worst-conditioned inverse: {layers['worst_inverse']} "

@@ -57,6 +57,8 @@ class Subject:
         from_unit: maps unit-range images ``[0, 1]`` of ``input_shape`` to the flow's input space (for the noise
             sets; the identity unless the source knows its preprocessing).
         unit_note: how :attr:`from_unit` maps, in words.
+        generative: a flow trained as a density model (its samples are worth reconstructing).
+        memory_saving: trained with memory-saving backprop (its gradient self-check is worth running).
     """
 
     name: str
@@ -67,6 +69,8 @@ class Subject:
     data: dict[str, Tensor] = field(default_factory=dict)
     from_unit: Callable[[Tensor], Tensor] = lambda u: u
     unit_note: str = "noise sets are fed as they are (unit range)"
+    generative: bool = False
+    memory_saving: bool = False
 
     @property
     def dtype(self) -> torch.dtype:
@@ -140,7 +144,7 @@ def _run_subject(folder: Path, checkpoint: str) -> Subject:
         f"(checkpoints/{checkpoint}.pt; {args.coupling} coupling, {args.permutation} permutation)",
         input_shape=tuple(test.shape[1:]), data={f"{args.dataset}-test": test}, from_unit=from_unit,
         unit_note=f"noise sets are unit-range images normalised like the run's data (mean {data.mean[0]:.3g}, "
-                  f"std {data.std[0]:.3g})")
+                  f"std {data.std[0]:.3g})", memory_saving=bool(getattr(args, "mem_saving", False)))
 
 
 def _y0ast_subject(path: Path) -> Subject:
@@ -155,7 +159,8 @@ def _y0ast_subject(path: Path) -> Subject:
     return Subject(name="y0ast-glow", kind="y0ast-glow", flow=flow.eval(),
                    source=f"y0ast/Glow-PyTorch Glow {path}", input_shape=tuple(flow.in_shape),
                    from_unit=lambda u: (u - 0.5).float(),
-                   unit_note="noise sets are unit-range images shifted to y0ast's input range (x - 0.5)")
+                   unit_note="noise sets are unit-range images shifted to y0ast's input range (x - 0.5)",
+                   generative=True)
 
 
 def _resflow_subject(path: Path) -> Subject:
@@ -168,7 +173,7 @@ def _resflow_subject(path: Path) -> Subject:
     return Subject(name=path.stem, kind="rtqichen-resflow", flow=flow.eval(),
                    source=f"rtqichen/residual-flows Residual Flow {path} (training weights)",
                    input_shape=tuple(flow.in_shape), from_unit=lambda u: u.float(),
-                   unit_note="noise sets are unit-range images, the Residual Flow's input range")
+                   unit_note="noise sets are unit-range images, the Residual Flow's input range", generative=True)
 
 
 def _state_dict_from(path: Path) -> dict[str, Tensor]:
