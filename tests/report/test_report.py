@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import html.parser
+import importlib
 import importlib.util
 import json
 import sys
@@ -358,3 +359,31 @@ def test_a_run_folder_without_its_checkpoint_is_a_usage_error(run_folder: Path, 
     folder = tmp_path / "notrun"
     folder.mkdir()
     assert "without config.json" in _bad([str(folder)], out, capsys)
+
+
+# --------------------------------------------------------------------------------------------------------------
+# The console script and the progress counter
+# --------------------------------------------------------------------------------------------------------------
+def test_the_console_script_names_the_cli() -> None:
+    import tomllib
+
+    project = tomllib.loads((Path(__file__).parents[2] / "pyproject.toml").read_text())["project"]
+    module, _, attr = project["scripts"]["invertible-report"].partition(":")
+    assert getattr(importlib.import_module(module), attr) is main
+
+
+def test_without_tqdm_the_progress_is_a_counter_on_stderr(monkeypatch: pytest.MonkeyPatch,
+                                                          capsys: pytest.CaptureFixture[str]) -> None:
+    from invertible.report.progress import Progress
+
+    monkeypatch.setitem(sys.modules, "tqdm", None)  # import tqdm now raises ImportError
+    bar = Progress(2)
+    bar.step("first")
+    bar.step("second")
+    bar.close()
+    err = capsys.readouterr().err
+    assert "[1/2] first" in err and "[2/2] second" in err and err.endswith("\n")
+    silent = Progress(2, enabled=False)
+    silent.step("x")
+    silent.close()
+    assert capsys.readouterr().err == ""
