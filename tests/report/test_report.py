@@ -365,8 +365,7 @@ def test_a_run_folder_without_its_checkpoint_is_a_usage_error(run_folder: Path, 
 # The console script and the progress counter
 # --------------------------------------------------------------------------------------------------------------
 def test_the_console_script_names_the_cli() -> None:
-    import tomllib
-
+    tomllib = pytest.importorskip("tomllib")  # Python 3.11+
     project = tomllib.loads((Path(__file__).parents[2] / "pyproject.toml").read_text())["project"]
     module, _, attr = project["scripts"]["invertible-report"].partition(":")
     assert getattr(importlib.import_module(module), attr) is main
