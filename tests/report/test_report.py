@@ -342,6 +342,9 @@ def test_bad_models_and_inputs_are_usage_errors(factories: ModuleType, tmp_path:
     assert "do not fit the flow's input shape (4,)" in _bad(["report_models:healthy", "--data",
                                                             str(tmp_path / "wrong.npy")], out, capsys)
     assert "no such file" in _bad(["report_models:healthy", "--data", str(tmp_path / "nope.npy")], out, capsys)
+    # a flow whose input shape is unknown until the inputs come: it refuses them, before anything is measured
+    assert "the flow refuses the inputs of set 'wrong'" in _bad(["report_models:shapeless", "--data",
+                                                                str(tmp_path / "wrong.npy"), "--noise"], out, capsys)
     torch.save(nn.Linear(2, 2).state_dict(), tmp_path / "other.pt")
     assert "does not fit the model" in _bad(["report_models:healthy", "--state-dict", str(tmp_path / "other.pt")],
                                             out, capsys)

@@ -69,8 +69,8 @@ def blocks(report: dict[str, Any], figure_names: list[str]) -> list[Block]:
     fails = [n for n, label in judged.items() if label != "invertible"]
     passes = [n for n, label in judged.items() if label == "invertible"]
     where = (f"fails on {', '.join(fails)}" + (f"; passes on {', '.join(passes)}" if passes else "")) if fails \
-        else f"on {', '.join(passes)}"
-    out.append(("p", f"**Verdict: {m['label']}** {where} (rtol {fmt(m['rtol'])}). Numerically non-invertible "
+        else f"passes on {', '.join(passes)}"
+    out.append(("p", f"**Verdict: {m['label']}**: {where} (rtol {fmt(m['rtol'])}). Numerically non-invertible "
                      "means, for at least one input, a non-finite reconstruction or one off by more than rtol "
                      "relative to the input (`invertible.diagnostics.verdict`, the one definition every study uses)."))
     where = _where(m)
