@@ -312,6 +312,23 @@ def test_a_synthetic_rtqichen_residual_flow_file(tmp_path: Path) -> None:
     report = read(tmp_path / "r")
     assert report["model"]["kind"] == "rtqichen-resflow" and report["measurement"]["label"] == "invertible"
     assert report["model"]["input_shape"] == [3, 8, 8]
+    # the residual blocks' fixed-point inverses report how they ended, per layer and in sum
+    solved = [r["inverse_solver"] for r in report["measurement"]["layers"]["rows"] if "inverse_solver" in r]
+    conv = report["measurement"]["layers"]["convergence"]
+    assert len(solved) == conv["blocks"] >= 6 and conv["not_converged"] == 0  # 2-2-2 blocks + the FC blocks
+    assert all(s["converged"] and s["iterations"] >= 2 for s in solved)
+    assert "iterations" in (tmp_path / "r" / "report.md").read_text()
+    # negative control: one iteration per inverse cannot converge, and the report says so instead of raising
+    from invertible import iterative_inverse
+    from invertible.loaders import load_resflow
+
+    flow = load_resflow(path)
+    x = torch.rand(4, 3, 8, 8, generator=torch.Generator().manual_seed(0))
+    subject = Subject("resflow", "rtqichen-resflow", flow, "test", (3, 8, 8), {"unit": x})
+    with iterative_inverse(max_iter=1):
+        m = make_report(subject, Options(attack_steps=0, kappa=False, layer_inputs=2), noise=[])["measurement"]
+    conv = m["layers"]["convergence"]
+    assert conv["blocks"] > 0 and conv["not_converged"] == conv["blocks"]
 
 
 # --------------------------------------------------------------------------------------------------------------

@@ -12,7 +12,10 @@ Layer by layer, on the *probe inputs* (the worst-reconstructed inputs of the wor
   beside its measured ``sigma_max`` and ``1 / sigma_min``, naming the layer whose inverse is worst conditioned;
 - in the working precision, each layer's own round trip at its input, and the reconstruction error as the inverse
   pass walks back through the layers: the first layer (walking back from the output) after whose inverse the
-  reconstruction is off by more than ``rtol`` or non-finite is where reconstruction *breaks*.
+  reconstruction is off by more than ``rtol`` or non-finite is where reconstruction *breaks*; iterative inverses
+  (residual blocks) report how their fixed-point iteration ended (iterations, residual, convergence).
+
+Iterative inverses run with ``on_failure="return"`` throughout: a non-converged inverse is measured, not raised.
 
 Optionally, the invertibility attack (:func:`~invertible.attack.invertibility_attack`) in an l-inf ball around
 the first inputs of the first set, judged by the same definition.
@@ -32,7 +35,7 @@ import torch
 from torch import Tensor
 
 from ..attack import invertibility_attack
-from ..base import InvertibleModule, Sequential, allow_nonfinite
+from ..base import InvertibleModule, Sequential, allow_nonfinite, iterative_inverse
 from ..bounds import stability_report
 from ..diagnostics import NONINVERTIBLE_RTOL, eval_mode, invertibility_verdict, judge_reconstructions
 
@@ -136,9 +139,15 @@ def layer_walk(flow: InvertibleModule, x: Tensor, rtol: float) -> dict[str, Any]
         own = [_relative(layer.inverse(layer(a)[0])[0], a) for (_, layer), a in zip(layers, acts)]
         h = acts[-1]
         back: list[Tensor] = [torch.empty(0)] * len(layers)
+        solver: list[dict[str, Any] | None] = [None] * len(layers)
         for i in range(len(layers) - 1, -1, -1):
-            h = layers[i][1].inverse(h)[0]
+            layer = layers[i][1]
+            h = layer.inverse(h)[0]
             back[i] = _relative(h, acts[i])
+            ended = getattr(layer, "last_inverse", None)  # an iterative inverse reports how it ended
+            if ended is not None:
+                solver[i] = {"iterations": ended.iterations, "residual": ended.residual,
+                             "converged": ended.converged, "contraction": ended.contraction}
     breaks_at = None
     for i in range(len(layers) - 1, -1, -1):
         if not bool((back[i] <= rtol).all()):
@@ -146,9 +155,14 @@ def layer_walk(flow: InvertibleModule, x: Tensor, rtol: float) -> dict[str, Any]
             break
     rows = [{"layer": label, "round_trip": _worst(o), "inverse_pass_error": _worst(b),
              "inputs_above_rtol": int((~(b <= rtol)).sum()), "nonfinite_output": int((~torch.isfinite(
-                 a.reshape(a.shape[0], -1))).any(dim=1).sum())}
-            for (label, _), o, b, a in zip(layers, own, back, acts[1:])]
-    return {"rows": rows, "breaks_at": breaks_at}
+                 a.reshape(a.shape[0], -1))).any(dim=1).sum()), **({"inverse_solver": it} if it else {})}
+            for (label, _), o, b, a, it in zip(layers, own, back, acts[1:], solver)]
+    iterative = [r for r in solver if r is not None]
+    convergence = None if not iterative else {
+        "blocks": len(iterative), "not_converged": sum(not r["converged"] for r in iterative),
+        "max_iterations": max(r["iterations"] for r in iterative),
+        "max_residual": max(r["residual"] for r in iterative)}
+    return {"rows": rows, "breaks_at": breaks_at, "convergence": convergence}
 
 
 def layer_table(flow: InvertibleModule, x: Tensor, max_exact_dims: int) -> tuple[list[dict[str, Any]], list[str]]:
@@ -265,8 +279,12 @@ def measure(flow: InvertibleModule, sets: dict[str, Tensor], opts: Options | Non
     ``step(description)`` is called before each unit of work (:func:`n_steps` of them), e.g. to move a progress
     bar.
     """
-    opts = opts or Options()
-    step = step or (lambda _: None)
+    with iterative_inverse(on_failure="return"):  # a non-converged iterative inverse is measured, not raised
+        return _measure(flow, sets, opts or Options(), step or (lambda _: None))
+
+
+def _measure(flow: InvertibleModule, sets: dict[str, Tensor], opts: Options, step: Callable[[str], None]
+             ) -> dict[str, Any]:
     start = time.perf_counter()
     results, errors = {}, {}
     for name, x in sets.items():
@@ -291,7 +309,8 @@ def measure(flow: InvertibleModule, sets: dict[str, Tensor], opts: Options | Non
         worst_row = max(rows, key=lambda r: _worst(torch.tensor([r["inverse_lipschitz"]])))
         out["layers"] = {"set": probe_set, "indices": [int(i) for i in order], "rows": rows,
                          "worst_inverse": worst_row["layer"], "worst_inverse_value": worst_row["inverse_lipschitz"],
-                         "breaks_at": walk["breaks_at"], "violations": violations, "breaks_per_set": {}}
+                         "breaks_at": walk["breaks_at"], "violations": violations, "breaks_per_set": {},
+                         "convergence": walk["convergence"]}
         for name in failing:  # where reconstruction breaks on each failing set's worst inputs (cheap)
             worst = torch.argsort(errors[name], descending=True, stable=True)[: opts.layer_inputs]
             walked = walk if name == probe_set else layer_walk(flow, sets[name][worst], opts.rtol)

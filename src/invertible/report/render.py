@@ -119,6 +119,11 @@ def blocks(report: dict[str, Any], figure_names: list[str]) -> list[Block]:
                          f"the layer's input when the whole inverse reaches it (both in {m['dtype']}, worst over the "
                          "inputs). Bound violations: "
                          + ("none." if not layers["violations"] else "; ".join(layers["violations"]))))
+        conv = layers.get("convergence")
+        if conv:
+            out.append(("p", f"Iterative inverses: {conv['blocks']} blocks on these inputs, "
+                             f"{conv['not_converged']} not converged, at most {conv['max_iterations']} iterations, "
+                             f"largest final step {fmt(conv['max_residual'])}."))
         rows = []
         for r in layers["rows"]:
             marks = []
@@ -126,6 +131,9 @@ def blocks(report: dict[str, Any], figure_names: list[str]) -> list[Block]:
                 marks.append("worst-conditioned inverse")
             if r["layer"] == layers["breaks_at"]:
                 marks.append("**reconstruction breaks here**")
+            if "inverse_solver" in r:
+                it = r["inverse_solver"]
+                marks.append(f"{it['iterations']} iterations" + ("" if it["converged"] else ", **not converged**"))
             rows.append([r["layer"], fmt(r["bound_forward"]), fmt(r["local_forward"]), fmt(r["sigma_max"]),
                          fmt(r["bound_inverse"]), fmt(r["local_inverse"]), fmt(r["inverse_lipschitz"]),
                          fmt(r["round_trip"]), fmt(r["inverse_pass_error"]), "; ".join(marks)])
@@ -222,6 +230,10 @@ def summary(report: dict[str, Any], out_dir: str | None = None) -> str:
         layers = m["layers"]
         lines.append(f"  worst-conditioned inverse: {layers['worst_inverse']} "
                      f"(1/sigma_min {fmt(layers['worst_inverse_value'])})")
+        if layers.get("convergence"):
+            c = layers["convergence"]
+            lines.append(f"  iterative inverses: {c['blocks']} blocks, {c['not_converged']} not converged, "
+                         f"<= {c['max_iterations']} iterations")
         if layers["breaks_at"] is not None:
             lines.append(f"  reconstruction breaks at:  {layers['breaks_at']} (inputs {layers['indices']} of "
                          f"{layers['set']})")
