@@ -17,7 +17,9 @@ import torch
 
 import experiments.flows2d.train as flows2d_train
 from experiments import attack2d, flows2d
-from experiments.reports import toy
+from experiments.reports.common import RunRecord, RunSpec
+from experiments.reports.toy import attack as toy_attack
+from experiments.reports.toy import checkerboard as toy_checkerboard
 from experiments.common.runs import read_csv
 
 PNG = b"\x89PNG\r\n\x1a\n"
@@ -122,23 +124,21 @@ def test_attack_breaks_the_affine_flow_far_from_the_data_and_not_the_others(
     assert far["iresnet"]["max_recon"] < 1e-2
 
 
-def test_report_sections_state_the_measured_verdicts(quick_run: tuple[Path, dict[str, Any]],
-                                                     quick_attack: tuple[Path, dict[str, Any]],
-                                                     tmp_path: Path) -> None:
-    """The document's verdicts follow the numbers: on the quick run the affine flow stays invertible on the grid (so
-    the report must say the grid failure is not reproduced), explodes far away, and is the only one the attack
-    breaks."""
-    figures = toy.Figures(tmp_path / "toy", tmp_path)
-    flows = toy.flows_section(quick_run[0], figures, extended=[4096.0])
-    assert "| R = 4096 |" in flows  # the probe beyond the run's own squares, from its saved models
-    assert "**does not reproduce** the paper's failure on the grid" in flows
-    assert "Far from the data the affine flow's inverse explodes" in flows and flows.count("**Agrees**") >= 3
-    attack = toy.attack_section(quick_attack[0], figures)
-    assert "Radius 256: finite but meaningless reconstructions (relative error above 1e-2) for affine" in attack
-    assert "Compared with the paper: **agrees** in kind" in attack and "Where this differs from the paper" in attack
-    for name in ("flows2d_heatmaps.png", "flows2d_far.png", "flows2d_training.png", "attack2d.png"):
-        assert (tmp_path / "toy" / name).read_bytes()[:8] == PNG
-        assert f"(toy/{name})" in flows + attack
+def test_the_toy_page_judges_the_quick_runs_as_measured(quick_run: tuple[Path, dict[str, Any]],
+                                                        quick_attack: tuple[Path, dict[str, Any]]) -> None:
+    """The toy page's verdicts follow the numbers (the page's own judging functions on the quick runs): the affine
+    flow stays invertible on the grid (so the page must say the grid failure is not reproduced), explodes far away,
+    and is the only model the attack breaks in the ball of radius 256, by the ascent and not at its random start."""
+    flows = RunRecord(RunSpec("flows2d", quick_run[0].name), quick_run[0].parent, True,
+                      json.loads((quick_run[0] / "config.json").read_text()), quick_run[1])
+    assert toy_checkerboard.grid_verdict(flows, "affine").label == "invertible"
+    assert toy_checkerboard.region_verdict(toy_checkerboard.far_rows(flows, "affine")).label == "non-invertible"
+    for kind in ("bounded", "additive", "iresnet"):
+        assert toy_checkerboard.grid_verdict(flows, kind).label == "invertible"
+    far = {kind: quick_attack[1][kind]["radius_256"] for kind in flows2d.MODELS}
+    assert toy_attack.breaks(far["affine"]) == (True, False)
+    for kind in ("bounded", "additive", "iresnet"):
+        assert toy_attack.breaks(far[kind]) == (False, False)
 
 
 def test_checkerboard_and_probe_points() -> None:
