@@ -27,6 +27,7 @@ import copy
 import math
 
 import pytest
+import numpy as np
 import torch
 from mpmath import mpf
 from torch import Tensor
@@ -65,6 +66,7 @@ REFERENCE_RTOL = 1e-20
 #: Finite-difference Jacobians cost 2D reference evaluations: every sample up to this many entries, else the first.
 JACOBIAN_ALL_SAMPLES_DIMS = 16
 U32 = torch.finfo(torch.float32).eps
+U64 = torch.finfo(torch.float64).eps
 
 CONFIGURATIONS = list(tiny_configurations())
 
@@ -120,22 +122,38 @@ def fixed_point_allowance(module: InvertibleModule, dims: int) -> float:
     return 0.0
 
 
-def float64_failures(c: ReferenceComparison, allowance: float = 0.0) -> list[str]:
+def _inverse_allowance(scales: ErrorScales | None, u: float) -> tuple[np.ndarray | float, np.ndarray | float]:
+    """What conditioning adds to an inverse evaluated at a rounded ``y``: ``K u E_g`` for the preimage, and that
+    times ``||d logdet/dx||`` for its log-det (taken at the preimage); 0 without scales."""
+    if scales is None:
+        return 0.0, 0.0
+    preimage = ROUNDTRIP_K * u * scales.inverse_eval.numpy()
+    gradient = scales.logdet_sensitivity.numpy() if scales.logdet_sensitivity is not None else 0.0
+    return preimage, gradient * preimage
+
+
+def float64_failures(c: ReferenceComparison, allowance: float = 0.0, scales: ErrorScales | None = None) -> list[str]:
     """Errors of a float64 module against its reference above ``FLOAT64_RTOL`` times the magnitude (plus, for the
-    inverse, the ``allowance`` of an iterative inverse: :func:`fixed_point_allowance`)."""
+    inverse, the ``allowance`` of an iterative inverse: :func:`fixed_point_allowance`, and what an ill-conditioned
+    inverse is allowed by the error model, ``K u E_g``, carried into its log-det by the log-det's gradient)."""
+    preimage, moved = _inverse_allowance(scales, U64)
     checks = [("output ||f(x) - f_ref(x)||", c.output_error, FLOAT64_RTOL * c.scale),
               ("log-det |logdet - logdet_ref|", c.logdet_error, FLOAT64_RTOL * c.logdet_scale),
-              ("inverse ||f^-1(y_ref) - x||", c.inverse_error, FLOAT64_RTOL * c.scale + allowance),
-              ("inverse log-det |logdet_inv + logdet_ref|", c.inverse_logdet_error, FLOAT64_RTOL * c.logdet_scale)]
+              ("inverse ||f^-1(y_ref) - x||", c.inverse_error,
+               np.maximum(FLOAT64_RTOL * c.scale, preimage) + allowance),
+              ("inverse log-det |logdet_inv + logdet_ref|", c.inverse_logdet_error,
+               FLOAT64_RTOL * c.logdet_scale + moved)]
     return [f"{what}: {float(err.max()):.3g} > {float(tol[err.argmax()]):.3g} ({FLOAT64_RTOL:g} of the magnitude"
             f"{f' + {allowance:.3g} for the fixed point' if allowance else ''})"
             for what, err, tol in checks if not (err <= tol).all()]
 
 
-def jacobian_failures(module: InvertibleModule, x: Tensor) -> list[str]:
+def jacobian_failures(module: InvertibleModule, x: Tensor, scales: ErrorScales | None = None) -> list[str]:
     """The analytic log-dets (reference and module) against ``log|det J|`` of the reference's finite-difference
-    Jacobian, and the module's Lipschitz bounds against its singular values, at every sample of ``x``."""
+    Jacobian, and the module's Lipschitz bounds against its singular values, at every sample of ``x`` (the inverse's
+    log-det, taken at ``f(x)``, with what its preimage's error moves it by: :func:`_inverse_allowance`)."""
     failures = []
+    moved = np.broadcast_to(np.asarray(_inverse_allowance(scales, U64)[1], dtype=np.float64), (x.shape[0],))
     fn = reference_map(module)
     jacobians = reference_jacobians(module, x)
     with torch.no_grad():
@@ -150,8 +168,9 @@ def jacobian_failures(module: InvertibleModule, x: Tensor) -> list[str]:
             if not abs(ref_logdet - exact) <= REFERENCE_RTOL * magnitude:
                 failures.append(f"sample {i}: the reference's analytic log-det {float(ref_logdet):.17g} differs "
                                 f"from log|det J_fd| = {float(exact):.17g} by {float(abs(ref_logdet - exact)):.3g}")
-            for what, value in (("log-det", float(logdet[i])), ("-(inverse log-det)", -float(logdet_inv[i]))):
-                if not abs(mpf(value) - exact) <= FLOAT64_RTOL * magnitude:
+            for what, value, extra in (("log-det", float(logdet[i]), 0.0),
+                                       ("-(inverse log-det)", -float(logdet_inv[i]), float(moved[i]))):
+                if not abs(mpf(value) - exact) <= FLOAT64_RTOL * magnitude + mpf(extra):
                     failures.append(f"sample {i}: the module's {what} {value:.17g} differs from log|det J_fd| = "
                                     f"{float(exact):.17g} by {float(abs(mpf(value) - exact)):.3g}")
             if bounds.forward is None and bounds.inverse is None:
@@ -205,7 +224,8 @@ def test_every_registered_example_has_a_tiny_reference_case() -> None:
 def test_float64_agrees_with_the_reference(case_id: str, name: str, config: dict) -> None:
     case = _case(case_id, name, config)
     comparison = compare_with_reference(case.module, case.x)
-    failures = float64_failures(comparison, fixed_point_allowance(case.module, case.dims))
+    failures = float64_failures(comparison, fixed_point_allowance(case.module, case.dims),
+                                exact_error_scales(case.module, case.x))
     assert not failures, f"{case.id}:\n" + "\n".join(failures)
 
 
@@ -213,7 +233,7 @@ def test_float64_agrees_with_the_reference(case_id: str, name: str, config: dict
 def test_finite_difference_jacobian_confirms_logdets_and_bounds(case_id: str, name: str, config: dict) -> None:
     case = _case(case_id, name, config)
     x = case.x if case.dims <= JACOBIAN_ALL_SAMPLES_DIMS else case.x[:1]
-    failures = jacobian_failures(case.module, x)
+    failures = jacobian_failures(case.module, x, exact_error_scales(case.module, x))
     assert not failures, f"{case.id}:\n" + "\n".join(failures)
 
 
